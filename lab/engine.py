@@ -1,0 +1,123 @@
+"""Database URLs and engine settings per backend, shared by every variant of the app.
+
+Each setting here is a guard a production app should have; the comment says why.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import URL, make_url
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SQLITE_PATH = REPO_ROOT / "var" / "lab.sqlite3"
+
+# Server-side limits. A statement or lock wait that runs longer than this is a bug in a web
+# request, so it fails instead of holding a worker (and, for locks, other writers) hostage.
+STATEMENT_TIMEOUT_MS = 5_000
+LOCK_TIMEOUT_MS = 3_000
+# PostgreSQL ends a session that sits idle inside a transaction: an open transaction pins
+# old row versions (vacuum cannot remove them) and, under REPEATABLE READ, a stale snapshot.
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000
+
+
+def database_url() -> str:
+    """The app's database: `LAB_DATABASE_URL`, or an absolute path to the SQLite file."""
+    url = os.environ.get("LAB_DATABASE_URL")
+    if url:
+        return url
+    DEFAULT_SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{DEFAULT_SQLITE_PATH}"
+
+
+def backend_of(url: str | URL) -> str:
+    """'sqlite', 'postgresql' or 'mariadb' (MySQL URLs count as mariadb: it is what we run)."""
+    name = make_url(url).get_backend_name()
+    if name in ("mysql", "mariadb"):
+        return "mariadb"
+    if name in ("sqlite", "postgresql"):
+        return name
+    raise ValueError(
+        f"unsupported database URL {url!r}: use sqlite:///<absolute path>, "
+        "postgresql+psycopg://... or mysql+pymysql://..."
+    )
+
+
+def engine_options(url: str | URL) -> dict[str, Any]:
+    """Keyword arguments for create_engine (and SQLALCHEMY_ENGINE_OPTIONS) for this URL."""
+    backend = backend_of(url)
+    if backend == "sqlite":
+        # busy timeout: a writer waits this long for another writer instead of failing at once.
+        return {"connect_args": {"timeout": LOCK_TIMEOUT_MS / 1000}}
+    options: dict[str, Any] = {
+        # A connection the server closed (restart, idle timeout) is replaced before use
+        # instead of failing the request that drew it from the pool.
+        "pool_pre_ping": True,
+        # Connections are recycled well before server-side idle limits cut them.
+        "pool_recycle": 1800,
+    }
+    if backend == "postgresql":
+        options["connect_args"] = {
+            "options": (
+                f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
+                f" -c lock_timeout={LOCK_TIMEOUT_MS}"
+                f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+            )
+        }
+    else:
+        options["connect_args"] = {
+            "charset": "utf8mb4",
+            # MariaDB names: max_statement_time is in seconds, lock wait in whole seconds.
+            "init_command": (
+                f"SET SESSION max_statement_time={STATEMENT_TIMEOUT_MS / 1000},"
+                f" SESSION innodb_lock_wait_timeout={max(1, LOCK_TIMEOUT_MS // 1000)}"
+            ),
+        }
+    return options
+
+
+def configure_engine(engine: Engine) -> Engine:
+    """Give SQLite real transactions; other backends need nothing here.
+
+    Python 3.11's sqlite3 driver never sends BEGIN before a SELECT, so without this recipe
+    (SQLAlchemy docs, "Serializable isolation / Savepoints / Transactional DDL") two reads in
+    one SQLAlchemy transaction are two separate snapshots, and SQLite could not show what a
+    real database shows. With it, SQLite behaves like the other two: the snapshot is taken at
+    the first read of a transaction and kept until COMMIT or ROLLBACK.
+    """
+    if engine.dialect.name != "sqlite":
+        return engine
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # the driver stops managing transactions
+        cursor = dbapi_connection.cursor()
+        # WAL: readers do not block the writer and keep their snapshot. It must be set
+        # outside a transaction, and it persists in the file.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # Deferred BEGIN: the edit's first statement is its conditional UPDATE, so a writer
+        # waits for the write lock (busy timeout) instead of failing on an old read snapshot.
+        connection.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+def server_version(engine: Engine) -> str:
+    """'PostgreSQL 15.20', 'MariaDB 10.11.19' or 'SQLite 3.40.1', for results and reports."""
+    backend = backend_of(engine.url)
+    with engine.connect() as connection:
+        if backend == "sqlite":
+            return "SQLite " + connection.exec_driver_sql("select sqlite_version()").scalar_one()
+        if backend == "postgresql":
+            version = connection.exec_driver_sql("show server_version").scalar_one()
+            return "PostgreSQL " + version.split()[0]
+        version = connection.exec_driver_sql("select version()").scalar_one()
+        return "MariaDB " + version.split("-")[0]

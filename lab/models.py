@@ -1,0 +1,149 @@
+"""The crypto-transactions schema: wallets, contacts and their transactions.
+
+Column types are chosen to behave the same on SQLite, PostgreSQL and MariaDB:
+- timestamps keep microseconds everywhere (MariaDB's plain DATETIME would drop them and
+  break keyset cursors) and are stored as naive UTC, returned as aware UTC;
+- amounts are exact decimals everywhere (SQLite has no exact numeric type: stored as text);
+- an empty label is stored as NULL, which is what "unlabelled" means.
+
+Indexes serve the list page: newest first with `id` as the unique tie-breaker, per wallet and
+per filter column (see lab/queries.py for the statements they serve).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any, Optional
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Numeric,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
+
+TRANSACTION_TYPES = ("in", "out", "swap", "fee")
+LABEL_MAX_LENGTH = 200
+AMOUNT_PRECISION, AMOUNT_SCALE = 38, 18
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Microsecond UTC timestamps: naive UTC in the database, aware UTC in Python."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime(timezone=False))
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware (UTC)")
+        return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        return None if value is None else value.replace(tzinfo=dt.timezone.utc)
+
+
+class ExactDecimal(TypeDecorator[Decimal]):
+    """NUMERIC(38, 18) where the database has it; canonical text on SQLite (which would round)."""
+
+    impl = Numeric(AMOUNT_PRECISION, AMOUNT_SCALE, asdecimal=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(AMOUNT_PRECISION + 2))
+        return dialect.type_descriptor(Numeric(AMOUNT_PRECISION, AMOUNT_SCALE, asdecimal=True))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = Decimal(value).quantize(Decimal(1).scaleb(-AMOUNT_SCALE))
+        return str(value) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return Decimal(value).quantize(Decimal(1).scaleb(-AMOUNT_SCALE))
+
+
+def _label_type() -> Any:
+    # Binary collation on MariaDB: an exact label filter is case-sensitive, as on the others.
+    return String(LABEL_MAX_LENGTH).with_variant(
+        mysql.VARCHAR(LABEL_MAX_LENGTH, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+    )
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Wallet(Base):
+    __tablename__ = "wallets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address: Mapped[str] = mapped_column(String(100), unique=True)
+    chain: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(100))
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    address: Mapped[Optional[str]] = mapped_column(String(100))
+
+
+class Transaction(Base):
+    __tablename__ = "transactions"
+    __table_args__ = (
+        # One row per leg: a swap has an outgoing and an incoming leg under one hash.
+        UniqueConstraint("wallet_id", "tx_hash", "type", "asset_symbol", name="uq_transactions_leg"),
+        CheckConstraint(f"type IN {TRANSACTION_TYPES}", name="ck_transactions_type"),
+        CheckConstraint("version >= 1", name="ck_transactions_version"),
+        CheckConstraint("label IS NULL OR label <> ''", name="ck_transactions_label_not_empty"),
+        # The list page: newest first, id breaks ties; the same order within one wallet.
+        Index("ix_transactions_newest", "occurred_at", "id"),
+        Index("ix_transactions_wallet_newest", "wallet_id", "occurred_at", "id"),
+        Index("ix_transactions_asset_newest", "asset_symbol", "occurred_at", "id"),
+        Index("ix_transactions_type_newest", "type", "occurred_at", "id"),
+        Index("ix_transactions_contact_newest", "contact_id", "occurred_at", "id"),
+        Index("ix_transactions_label", "label"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tx_hash: Mapped[str] = mapped_column(String(100))
+    wallet_id: Mapped[int] = mapped_column(ForeignKey("wallets.id", ondelete="RESTRICT"))
+    type: Mapped[str] = mapped_column(String(4))
+    asset_symbol: Mapped[str] = mapped_column(String(20))
+    amount: Mapped[Decimal] = mapped_column(ExactDecimal())
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    label: Mapped[Optional[str]] = mapped_column(_label_type())
+    contact_id: Mapped[Optional[int]] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
+    # Bumped by every edit; an edit must name the version it saw (optimistic locking).
+    version: Mapped[int] = mapped_column(default=1)
+
+    # Loaded explicitly by the list query (one statement per page, never one per row).
+    wallet: Mapped[Wallet] = relationship(lazy="raise_on_sql")
+    contact: Mapped[Optional[Contact]] = relationship(lazy="raise_on_sql")
+
+    @validates("label")
+    def _empty_label_is_null(self, _key: str, label: str | None) -> str | None:
+        return label or None
+
+    def __repr__(self) -> str:
+        return f"<Transaction {self.id} v{self.version} label={self.label!r}>"

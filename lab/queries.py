@@ -1,0 +1,189 @@
+"""The statements behind the transactions page and its edits, shared by every variant.
+
+Every function takes the Session to use: which session that is, and when it ends, is exactly
+what the broken variants get wrong and the fixed app gets right, so it is never decided here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, joinedload
+
+from lab.models import Contact, Transaction, Wallet
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+# Counting every match of a broad filter on a large table costs a full scan per page view;
+# the page only needs to know "how many, up to this many" (shown as "10,000+").
+COUNT_CAP = 10_000
+
+
+class NotFound(LookupError):
+    """No such row."""
+
+
+class UnknownContact(ValueError):
+    """The edit names a contact that does not exist."""
+
+
+class VersionConflict(Exception):
+    """The row changed since the client read it: the edit is refused and changes nothing."""
+
+    def __init__(self, current_version: int) -> None:
+        super().__init__(f"the row is at version {current_version}")
+        self.current_version = current_version
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where the next page starts: after this (occurred_at, id) in newest-first order."""
+
+    occurred_at: dt.datetime
+    id: int
+
+    def encode(self) -> str:
+        raw = json.dumps([self.occurred_at.isoformat(), self.id]).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str) -> "Cursor":
+        """Raises ValueError when the token is not one this app produced."""
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            stamp, row_id = json.loads(raw)
+            occurred_at = dt.datetime.fromisoformat(stamp)
+        except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as error:
+            raise ValueError("not a cursor returned by this API") from error
+        if occurred_at.tzinfo is None or type(row_id) is not int:
+            raise ValueError("not a cursor returned by this API")
+        return cls(occurred_at, row_id)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the user asked for; every field is optional and they combine with AND."""
+
+    wallets: tuple[str, ...] = ()
+    type: str | None = None
+    asset: str | None = None
+    label: str | None = None
+    label_contains: str | None = None
+    unlabelled: bool = False
+    contact_id: int | None = None
+    date_from: dt.datetime | None = None  # inclusive
+    date_to: dt.datetime | None = None  # exclusive
+    limit: int = DEFAULT_PAGE_SIZE
+    cursor: Cursor | None = None
+
+
+@dataclass
+class Page:
+    rows: Sequence[Transaction]
+    next_cursor: Cursor | None
+    total: int  # capped at COUNT_CAP
+    total_capped: bool = field(default=False)
+
+
+def _filtered(statement: Select, filters: Filters) -> Select:
+    if filters.wallets:
+        wallet_ids = select(Wallet.id).where(Wallet.address.in_(filters.wallets))
+        statement = statement.where(Transaction.wallet_id.in_(wallet_ids.scalar_subquery()))
+    if filters.type is not None:
+        statement = statement.where(Transaction.type == filters.type)
+    if filters.asset is not None:
+        statement = statement.where(Transaction.asset_symbol == filters.asset)
+    if filters.label is not None:
+        statement = statement.where(Transaction.label == filters.label)
+    if filters.label_contains is not None:
+        # autoescape: a user's % and _ are literal characters, not wildcards.
+        statement = statement.where(Transaction.label.icontains(filters.label_contains, autoescape=True))
+    if filters.unlabelled:
+        statement = statement.where(Transaction.label.is_(None))
+    if filters.contact_id is not None:
+        statement = statement.where(Transaction.contact_id == filters.contact_id)
+    if filters.date_from is not None:
+        statement = statement.where(Transaction.occurred_at >= filters.date_from)
+    if filters.date_to is not None:
+        statement = statement.where(Transaction.occurred_at < filters.date_to)
+    return statement
+
+
+def newest_first(statement: Select, cursor: Cursor | None) -> Select:
+    """Keyset pagination: rows strictly after the cursor, newest first, id breaking ties."""
+    if cursor is not None:
+        statement = statement.where(
+            or_(
+                Transaction.occurred_at < cursor.occurred_at,
+                and_(Transaction.occurred_at == cursor.occurred_at, Transaction.id < cursor.id),
+            )
+        )
+    return statement.order_by(Transaction.occurred_at.desc(), Transaction.id.desc())
+
+
+def list_page(session: Session, filters: Filters) -> Page:
+    """One page of transactions and a capped count: two statements whatever the page size."""
+    page_statement = newest_first(
+        _filtered(select(Transaction), filters), filters.cursor
+    ).options(joinedload(Transaction.wallet), joinedload(Transaction.contact))
+    rows = session.scalars(page_statement.limit(filters.limit + 1)).unique().all()
+    has_more = len(rows) > filters.limit
+    rows = rows[: filters.limit]
+    next_cursor = Cursor(rows[-1].occurred_at, rows[-1].id) if has_more else None
+
+    matches = _filtered(select(Transaction.id), filters).limit(COUNT_CAP + 1).subquery()
+    total = session.scalar(select(func.count()).select_from(matches)) or 0
+    return Page(rows, next_cursor, min(total, COUNT_CAP), total_capped=total > COUNT_CAP)
+
+
+def get_transaction(session: Session, tx_id: int) -> Transaction:
+    row = session.scalars(
+        select(Transaction)
+        .where(Transaction.id == tx_id)
+        .options(joinedload(Transaction.wallet), joinedload(Transaction.contact))
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"no transaction with id {tx_id}")
+    return row
+
+
+def _conditional_update(session: Session, tx_id: int, seen_version: int, **values: object) -> Transaction:
+    # One statement decides: it changes the row only if nobody changed it since the client
+    # read it. Two concurrent edits from the same version cannot both succeed.
+    result = session.execute(
+        update(Transaction)
+        .where(Transaction.id == tx_id, Transaction.version == seen_version)
+        .values(version=Transaction.version + 1, **values)
+        .execution_options(synchronize_session=False)
+    )
+    row = get_transaction(session, tx_id)  # raises NotFound for an unknown id
+    if result.rowcount != 1:
+        raise VersionConflict(row.version)
+    return row
+
+
+def update_label(session: Session, tx_id: int, label: str | None, seen_version: int) -> Transaction:
+    """Set the label (None or "" clears it) if the row is still at `seen_version`."""
+    return _conditional_update(session, tx_id, seen_version, label=label or None)
+
+
+def update_contact(session: Session, tx_id: int, contact_id: int | None, seen_version: int) -> Transaction:
+    """Associate a contact (None clears it) if the row is still at `seen_version`."""
+    # No existence check before the UPDATE: a read first would make SQLite's writer fail on
+    # an old snapshot instead of waiting. The foreign key refuses an unknown contact.
+    try:
+        return _conditional_update(session, tx_id, seen_version, contact_id=contact_id)
+    except IntegrityError as error:
+        raise UnknownContact(f"no contact with id {contact_id}") from error
+
+
+def list_contacts(session: Session) -> Sequence[Contact]:
+    return session.scalars(select(Contact).order_by(Contact.name)).all()

@@ -1,0 +1,256 @@
+"""HTTP plumbing shared by every variant: input parsing, output shapes, errors, CLI.
+
+Nothing here holds a Session or an ORM object: each variant's app.py decides which session
+serves a request, and the functions here only turn rows into plain dicts within the request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlencode
+
+import click
+from flask import Flask, Response, jsonify, render_template, request
+from sqlalchemy import Engine
+from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import HTTPException
+
+from lab import queries, seed
+from lab.models import LABEL_MAX_LENGTH, TRANSACTION_TYPES, Transaction
+
+TEMPLATE_FOLDER = str(Path(__file__).parent / "templates")
+FILTER_FIELDS = ("wallet", "type", "asset", "label", "label_contains", "unlabelled", "contact", "from", "to", "limit")
+
+
+class BadInput(ValueError):
+    """A request parameter the app refuses; the response names the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+# ---- input -----------------------------------------------------------------------------
+
+def filters_from(args: MultiDict[str, str]) -> queries.Filters:
+    """Parse the query string of /transactions and /api/transactions."""
+    unknown = sorted(set(args) - set(FILTER_FIELDS) - {"cursor"})
+    if unknown:
+        raise BadInput(unknown[0], f"unknown parameter; known: {', '.join(FILTER_FIELDS + ('cursor',))}")
+    kind = _blank_to_none(args.get("type"))
+    if kind is not None and kind not in TRANSACTION_TYPES:
+        raise BadInput("type", f"must be one of {', '.join(TRANSACTION_TYPES)}, not {kind!r}")
+    label = _blank_to_none(args.get("label"))
+    label_contains = _blank_to_none(args.get("label_contains"))
+    unlabelled = _flag(args, "unlabelled")
+    if unlabelled and (label or label_contains):
+        raise BadInput("unlabelled", "cannot be combined with label or label_contains")
+    for name, value in (("label", label), ("label_contains", label_contains)):
+        if value is not None and len(value) > LABEL_MAX_LENGTH:
+            raise BadInput(name, f"at most {LABEL_MAX_LENGTH} characters")
+    date_from, date_to = _timestamp(args, "from"), _timestamp(args, "to")
+    if date_from and date_to and date_from >= date_to:
+        raise BadInput("to", "must be after 'from' (from is inclusive, to exclusive)")
+    asset = _blank_to_none(args.get("asset"))
+    cursor_token = _blank_to_none(args.get("cursor"))
+    try:
+        cursor = queries.Cursor.decode(cursor_token) if cursor_token else None
+    except ValueError as error:
+        raise BadInput("cursor", str(error)) from None
+    return queries.Filters(
+        wallets=tuple(w.strip() for w in args.getlist("wallet") if w.strip()),
+        type=kind,
+        asset=asset.upper() if asset else None,
+        label=label,
+        label_contains=label_contains,
+        unlabelled=unlabelled,
+        contact_id=_int(args, "contact", minimum=1),
+        date_from=date_from,
+        date_to=date_to,
+        limit=_int(args, "limit", minimum=1, maximum=queries.MAX_PAGE_SIZE) or queries.DEFAULT_PAGE_SIZE,
+        cursor=cursor,
+    )
+
+
+def _blank_to_none(value: str | None) -> str | None:
+    value = value.strip() if value is not None else None
+    return value or None
+
+
+def _flag(args: Mapping[str, str], name: str) -> bool:
+    value = (args.get(name) or "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise BadInput(name, "must be 1 or 0")
+
+
+def _int(args: Mapping[str, str], name: str, minimum: int, maximum: int | None = None) -> int | None:
+    raw = _blank_to_none(args.get(name))
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise BadInput(name, f"must be a whole number, not {raw!r}")
+    value = int(raw)
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise BadInput(name, f"must be {bounds}, not {value}")
+    return value
+
+
+def _timestamp(args: Mapping[str, str], name: str) -> dt.datetime | None:
+    raw = _blank_to_none(args.get(name))
+    if raw is None:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "T", 1))
+    except ValueError:
+        raise BadInput(name, f"must be an ISO 8601 date or time (UTC unless an offset is given), not {raw!r}") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc)
+
+
+def json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadInput("body", "must be a JSON object, sent with Content-Type: application/json")
+    return body
+
+
+def seen_version(value: Any) -> int:
+    """The version the user saw, from JSON (int) or a form (digits)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if type(value) is not int or value < 1:
+        raise BadInput("version", "required: the version of the row you saw, a whole number >= 1")
+    return value
+
+
+def label_value(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadInput("label", "must be a string or null")
+    value = value.strip()
+    if len(value) > LABEL_MAX_LENGTH:
+        raise BadInput("label", f"at most {LABEL_MAX_LENGTH} characters, got {len(value)}")
+    return value or None
+
+
+def contact_value(value: Any) -> int | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if type(value) is not int or value < 1:
+        raise BadInput("contact_id", "must be a contact id (a whole number >= 1) or null to clear")
+    return value
+
+
+# ---- output ----------------------------------------------------------------------------
+
+def row_dict(row: Transaction) -> dict[str, Any]:
+    """A plain, JSON-ready copy of one transaction, made while its session is still open."""
+    return {
+        "id": row.id,
+        "version": row.version,
+        "tx_hash": row.tx_hash,
+        "wallet": {"address": row.wallet.address, "chain": row.wallet.chain, "name": row.wallet.name},
+        "type": row.type,
+        "asset": row.asset_symbol,
+        "amount": str(row.amount),
+        "occurred_at": row.occurred_at.isoformat().replace("+00:00", "Z"),
+        "label": row.label,
+        "contact": {"id": row.contact.id, "name": row.contact.name} if row.contact else None,
+    }
+
+
+def page_dict(page: queries.Page, filters: queries.Filters) -> dict[str, Any]:
+    return {
+        "items": [row_dict(row) for row in page.rows],
+        "next_cursor": page.next_cursor.encode() if page.next_cursor else None,
+        "limit": filters.limit,
+        "total": {"count": page.total, "capped": page.total_capped},
+    }
+
+
+def render_page(page: queries.Page, filters: queries.Filters, contacts: list[dict[str, Any]]) -> str:
+    data = page_dict(page, filters)
+    kept = [(k, v) for k, v in request.args.items(multi=True) if k != "cursor"]
+    return render_template(
+        "transactions.html",
+        page=data,
+        contacts=contacts,
+        args=request.args,
+        types=TRANSACTION_TYPES,
+        current_query=urlencode(list(request.args.items(multi=True))),
+        next_query=urlencode(kept + [("cursor", data["next_cursor"])]) if data["next_cursor"] else None,
+        total_text=f"{page.total:,}+" if page.total_capped else f"{page.total:,}",
+    )
+
+
+def back_to_list(form: Mapping[str, str]) -> str:
+    """Where a form edit returns: the list with the filters the user had (never another site)."""
+    query = form.get("return_to", "")
+    return "/transactions" + (f"?{query}" if query and "://" not in query else "")
+
+
+# ---- app-wide behaviour ----------------------------------------------------------------
+
+def install(app: Flask, engine: Callable[[], Engine]) -> None:
+    """Error pages, the X-Served-By header and the CLI (`init-db`, `seed`)."""
+
+    @app.after_request
+    def _served_by(response: Response) -> Response:
+        # Which process and thread answered: scenarios steer and judge by it.
+        response.headers["X-Served-By"] = f"{os.getpid()}/{threading.get_native_id()}"
+        return response
+
+    @app.errorhandler(BadInput)
+    def _bad_input(error: BadInput) -> tuple[Response | str, int]:
+        return _error(400, error.message, error.field)
+
+    @app.errorhandler(queries.UnknownContact)
+    def _unknown_contact(error: queries.UnknownContact) -> tuple[Response | str, int]:
+        return _error(400, str(error), "contact_id")
+
+    @app.errorhandler(queries.NotFound)
+    def _not_found(error: queries.NotFound) -> tuple[Response | str, int]:
+        return _error(404, str(error), "id")
+
+    @app.errorhandler(queries.VersionConflict)
+    def _conflict(error: queries.VersionConflict) -> tuple[Response | str, int]:
+        message = f"this transaction was changed by someone else ({error}); reload and edit again"
+        return _error(409, message, "version", current_version=error.current_version)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> tuple[Response | str, int]:
+        return _error(error.code or 500, error.description or error.name, None)
+
+    @app.cli.command("init-db")
+    @click.option("--drop", is_flag=True, help="Drop the lab's tables first.")
+    def init_db(drop: bool) -> None:
+        """Create the schema (never done at import or at request time)."""
+        seed.create_schema(engine(), drop_first=drop)
+        click.echo(f"schema ready on {engine().url.render_as_string(hide_password=True)}")
+
+    @app.cli.command("seed")
+    @click.option("--size", default=2_000, show_default=True, help=f"transactions, {seed.MIN_SIZE}..{seed.MAX_SIZE}")
+    @click.option("--seed", "seed_value", default=seed.DEFAULT_SEED, show_default=True)
+    def seed_command(size: int, seed_value: int) -> None:
+        """Replace all rows with the deterministic data set."""
+        seconds = seed.seed(engine(), size, seed_value)
+        click.echo(f"seeded {size:,} transactions (seed {seed_value}) in {seconds:.1f} s")
+
+
+def _error(status: int, message: str, field: str | None, **extra: Any) -> tuple[Response | str, int]:
+    if request.path.startswith("/api/"):
+        return jsonify({"error": message, "field": field, **extra}), status
+    return render_template("error.html", status=status, message=message, field=field), status

@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# Make PostgreSQL and MariaDB available on 127.0.0.1 for the lab (run by `make services`).
+#
+# - Installs a server if it is missing, starts it if it does not answer, and records in
+#   .lab/started-<server> that the lab started it (so `make clean` stops only what we started).
+# - Creates the lab's own login `lab`/`lab` and the databases `lab` and `lab_test` while
+#   connected as the administrator over the local socket: that works whatever the machine
+#   uses for TCP auth (trust, password, ...), so we never depend on trust over TCP.
+# - Verifies that `lab` can log in over TCP with its password, the way the tests connect.
+# - Idempotent: a second run creates, alters and starts nothing.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+LAB_DIR="$REPO_ROOT/.lab"
+WAIT_SECONDS=30
+
+PG_PORT=5432
+MARIADB_PORT=3306
+MARIADB_SOCKET=/run/mysqld/mysqld.sock
+MARIADB_PIDFILE=/run/mysqld/lab.pid
+
+export DEBIAN_FRONTEND=noninteractive
+
+die() { echo "services.sh: ERROR: $*" >&2; exit 1; }
+note() { echo "services.sh: $*"; }
+
+# Installing, starting servers and socket auth as root/postgres need root; use sudo otherwise.
+if [ "$(id -u)" -eq 0 ]; then
+    as_root() { "$@"; }
+    # cd / first: the postgres user may not be allowed into the repo directory.
+    as_postgres() { (cd / && runuser -u postgres -- "$@"); }
+else
+    command -v sudo >/dev/null || die "run as root (or install sudo): servers must be installed/started as root"
+    as_root() { sudo -- "$@"; }
+    as_postgres() { (cd / && sudo -u postgres -- "$@"); }
+fi
+
+mkdir -p "$LAB_DIR"
+# .lab/ holds machine state (markers, logs), never commit it.
+[ -f "$LAB_DIR/.gitignore" ] || echo '*' > "$LAB_DIR/.gitignore"
+
+apt_install() {
+    # A clean machine (CI) may have no package lists yet: update once and retry.
+    as_root apt-get install -y -q "$@" >/dev/null \
+        || { as_root apt-get update -q >/dev/null && as_root apt-get install -y -q "$@" >/dev/null; } \
+        || die "apt-get install $* failed"
+}
+
+# wait_until <command...>: poll every 0.5 s, give up after WAIT_SECONDS.
+wait_until() {
+    local i
+    for ((i = 0; i < WAIT_SECONDS * 2; i++)); do
+        if "$@"; then return 0; fi
+        sleep 0.5
+    done
+    return 1
+}
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL
+# ---------------------------------------------------------------------------------------------
+pg_answers() { pg_isready -q -h 127.0.0.1 -p "$PG_PORT" 2>/dev/null; }
+pg_cluster_version() { ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1; }
+pg_admin() { as_postgres psql -X -q -v ON_ERROR_STOP=1 -p "$PG_PORT" -d postgres "$@"; }
+pg_lab_login() {
+    PGPASSWORD=lab PGCONNECT_TIMEOUT=5 psql -X -At -h 127.0.0.1 -p "$PG_PORT" -U lab -d lab \
+        -c 'select 1' >/dev/null 2>"$LAB_DIR/postgresql-login.err"
+}
+
+if ! pg_answers; then
+    if [ -z "$(pg_cluster_version)" ]; then
+        note "PostgreSQL not installed: installing (apt-get install postgresql)"
+        apt_install postgresql
+        # The package normally creates the cluster; create it if this machine's packaging did not.
+        if [ -z "$(pg_cluster_version)" ]; then
+            pg_bin_version="$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -n 1)"
+            [ -n "$pg_bin_version" ] || die "apt-get install postgresql left no server in /usr/lib/postgresql"
+            as_root pg_createcluster "$pg_bin_version" main >/dev/null
+        fi
+    fi
+    # apt may have started it already (where policy-rc.d allows); if not, start it ourselves.
+    if ! pg_answers; then
+        pg_version="$(pg_cluster_version)"
+        note "starting PostgreSQL $pg_version/main"
+        as_root pg_ctlcluster --skip-systemctl-redirect "$pg_version" main start \
+            || die "pg_ctlcluster $pg_version main start failed (see /var/log/postgresql/)"
+    fi
+    # Either way the lab brought it up, so `make clean` may bring it down.
+    touch "$LAB_DIR/started-postgresql"
+    wait_until pg_answers \
+        || die "PostgreSQL does not answer on 127.0.0.1:$PG_PORT after ${WAIT_SECONDS}s (see /var/log/postgresql/)"
+fi
+
+# Role and databases, as the postgres superuser over the socket. Only create/alter what is
+# missing or wrong, so that a second run changes nothing.
+pg_admin <<'SQL'
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'lab') THEN
+        CREATE ROLE lab LOGIN CREATEDB PASSWORD 'lab';
+    ELSIF NOT (SELECT rolcanlogin AND rolcreatedb AND rolpassword IS NOT NULL
+               FROM pg_authid WHERE rolname = 'lab') THEN
+        ALTER ROLE lab LOGIN CREATEDB PASSWORD 'lab';
+    END IF;
+END
+$$;
+-- CREATE DATABASE cannot run inside DO (it needs to be outside a transaction): use \gexec.
+SELECT format('CREATE DATABASE %I OWNER lab', d)
+FROM unnest(ARRAY['lab', 'lab_test']) AS d
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = d)
+\gexec
+SELECT format('ALTER DATABASE %I OWNER TO lab', datname)
+FROM pg_database
+WHERE datname IN ('lab', 'lab_test') AND pg_get_userbyid(datdba) <> 'lab'
+\gexec
+SQL
+
+# The tests log in over TCP with a password. If pg_hba.conf does not allow that for 127.0.0.1
+# (e.g. ident/peer/reject, or a stored password in another format), put a rule for `lab` first
+# (first matching line wins), reset the password in SCRAM format and reload.
+if ! pg_lab_login; then
+    note "PostgreSQL: password login over TCP failed ($(head -n 1 "$LAB_DIR/postgresql-login.err")); fixing pg_hba.conf"
+    hba_file="$(pg_admin -At -c 'SHOW hba_file')"
+    hba_rule="host all lab 127.0.0.1/32 scram-sha-256"
+    if ! as_root grep -qxF "$hba_rule" "$hba_file"; then
+        # Rewrite in place (cat >, not sed -i) so the file keeps its owner and mode.
+        { echo "# added by the lab (scripts/services.sh): password login for lab over TCP"
+          echo "$hba_rule"
+          as_root cat "$hba_file"; } > "$LAB_DIR/pg_hba.conf.new"
+        as_root sh -c 'cat "$1" > "$2"' sh "$LAB_DIR/pg_hba.conf.new" "$hba_file"
+        rm -f "$LAB_DIR/pg_hba.conf.new"
+    fi
+    pg_admin <<'SQL'
+SET password_encryption = 'scram-sha-256';
+ALTER ROLE lab PASSWORD 'lab';
+SELECT pg_reload_conf() \g /dev/null
+SQL
+    pg_lab_login || die "PostgreSQL: user lab cannot log in over 127.0.0.1:$PG_PORT: $(cat "$LAB_DIR/postgresql-login.err")"
+fi
+rm -f "$LAB_DIR/postgresql-login.err"
+pg_server_version="$(PGPASSWORD=lab psql -X -At -h 127.0.0.1 -p "$PG_PORT" -U lab -d lab -c 'SHOW server_version')"
+
+# ---------------------------------------------------------------------------------------------
+# MariaDB
+# ---------------------------------------------------------------------------------------------
+# `ping` succeeds as soon as the server answers on the socket, even if auth were refused.
+mariadb_answers() {
+    mariadb-admin --protocol=socket --socket="$MARIADB_SOCKET" -uroot --connect-timeout=2 ping \
+        >/dev/null 2>&1
+}
+# root authenticates by unix_socket on Debian: only OS root over the socket is reliable.
+mariadb_admin() { as_root mariadb --protocol=socket --socket="$MARIADB_SOCKET" -uroot "$@"; }
+mariadb_lab_login() {
+    MYSQL_PWD=lab mariadb -h 127.0.0.1 -P "$MARIADB_PORT" -ulab --connect-timeout=5 \
+        -e 'select 1' >/dev/null 2>"$LAB_DIR/mariadb-login.err"
+}
+
+if [ ! -x /usr/sbin/mariadbd ]; then
+    note "MariaDB not installed: installing (apt-get install mariadb-server)"
+    apt_install mariadb-server
+fi
+
+if ! mariadb_answers; then
+    note "starting MariaDB"
+    as_root mkdir -p /run/mysqld
+    as_root chown mysql:mysql /run/mysqld
+    # As root, mariadbd refuses to run without --user=mysql (and dies silently in the
+    # background); --output keeps its early stderr so a failed start can be diagnosed.
+    as_root start-stop-daemon --start --oknodo --background --make-pidfile \
+        --pidfile "$MARIADB_PIDFILE" --output "$LAB_DIR/mariadbd.out" \
+        --exec /usr/sbin/mariadbd -- --user=mysql
+    touch "$LAB_DIR/started-mariadb"
+    wait_until mariadb_answers \
+        || die "MariaDB does not answer on $MARIADB_SOCKET after ${WAIT_SECONDS}s (see $LAB_DIR/mariadbd.out and the server's error log)"
+fi
+
+# User `lab` for both TCP (127.0.0.1) and socket (localhost) logins. `lab%` covers lab,
+# lab_test and per-worker databases such as lab_test_gw0 (`_` is a wildcard too, harmless here).
+# PROCESS lets lab see every session in the processlist. Without a privilege, MariaDB 10.11
+# lets an account KILL only sessions of the same account (lab@127.0.0.1 cannot kill
+# lab@localhost: error 1095 "not owner of thread", checked): CONNECTION ADMIN (10.5.2+) lets
+# the lab kill all of its own sessions, whichever way they connected.
+# IF NOT EXISTS and re-GRANTs change nothing on a rerun.
+mariadb_admin <<'SQL'
+CREATE USER IF NOT EXISTS 'lab'@'127.0.0.1' IDENTIFIED BY 'lab';
+CREATE USER IF NOT EXISTS 'lab'@'localhost' IDENTIFIED BY 'lab';
+CREATE DATABASE IF NOT EXISTS lab;
+CREATE DATABASE IF NOT EXISTS lab_test;
+GRANT ALL PRIVILEGES ON `lab%`.* TO 'lab'@'127.0.0.1', 'lab'@'localhost';
+GRANT PROCESS, CONNECTION ADMIN ON *.* TO 'lab'@'127.0.0.1', 'lab'@'localhost';
+SQL
+
+# If `lab` existed with another password, reset it (only then, to keep reruns change-free).
+if ! mariadb_lab_login; then
+    note "MariaDB: password login over TCP failed ($(head -n 1 "$LAB_DIR/mariadb-login.err")); resetting the password"
+    mariadb_admin -e "ALTER USER 'lab'@'127.0.0.1' IDENTIFIED BY 'lab'; ALTER USER 'lab'@'localhost' IDENTIFIED BY 'lab';"
+    mariadb_lab_login || die "MariaDB: user lab cannot log in over 127.0.0.1:$MARIADB_PORT: $(cat "$LAB_DIR/mariadb-login.err")"
+fi
+rm -f "$LAB_DIR/mariadb-login.err"
+mariadb_server_version="$(MYSQL_PWD=lab mariadb -h 127.0.0.1 -P "$MARIADB_PORT" -ulab -N -B -e 'select version()')"
+
+# ---------------------------------------------------------------------------------------------
+echo "PostgreSQL ${pg_server_version%% *} ready on 127.0.0.1:$PG_PORT"
+echo "MariaDB ${mariadb_server_version%%-*} ready on 127.0.0.1:$MARIADB_PORT"
+echo "LAB_TEST_POSTGRESQL_URL=postgresql+psycopg://lab:lab@127.0.0.1:$PG_PORT/lab_test"
+echo "LAB_TEST_MARIADB_URL=mysql+pymysql://lab:lab@127.0.0.1:$MARIADB_PORT/lab_test"
