@@ -1,17 +1,4 @@
-"""The fixed transactions app: the reference that every broken/<cause>.py differs from.
-
-Session rules that keep every page fresh (each broken variant breaks exactly one):
-1. Flask-SQLAlchemy's `db.session` is scoped to the app context, which Flask pushes per request,
-   and is removed at its teardown: every request starts with an empty identity map and a new
-   transaction, so its first read sees everything committed before it.
-2. Writes commit explicitly and roll back on any error; reads end with the request.
-3. No ORM object outlives its request: responses are built from plain dicts.
-4. Nothing touches the database at import: the schema is made by `flask init-db`.
-5. Edits are optimistic: they carry the version the user saw; a stale one gets 409.
-
-Run: `flask --app fixed.app init-db`, `flask --app fixed.app seed`, then
-`gunicorn 'fixed.app:create_app()'`.
-"""
+"""The fixed transactions app: the reference that every broken/<cause>.py differs from."""
 
 from __future__ import annotations
 
@@ -22,11 +9,22 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from lab import queries, web
+from lab import labmode, queries, web
 from lab.engine import configure_engine, database_url, engine_options
 from lab.models import Base
 
 T = TypeVar("T")
+
+# Session rules that keep every page fresh (each broken variant breaks exactly one):
+# 1. Flask-SQLAlchemy's `db.session` is scoped to the app context, which Flask pushes per
+#    request, and removed at its teardown: each request starts with an empty identity map
+#    and a new transaction, so its first read sees everything committed before it.
+# 2. Writes commit explicitly and roll back on any error; reads end with the request.
+# 3. No ORM object outlives its request: responses are built from plain dicts.
+# 4. Nothing touches the database at import: the schema is made by `flask init-db`.
+# 5. Edits are optimistic: they carry the version the user saw; a stale one gets 409.
+# Run: `flask --app fixed.app init-db`, `flask --app fixed.app seed`, then
+# `gunicorn 'fixed.app:create_app()'`.
 
 # FIX: one session per app context (per request), removed at teardown by Flask-SQLAlchemy.
 db = SQLAlchemy(model_class=Base)
@@ -41,6 +39,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     with app.app_context():
         configure_engine(db.engine)  # creates no connection
     web.install(app, engine=lambda: db.engine)
+    labmode.install(app, session=lambda: db.session, engine=lambda: db.engine)
 
     def write(change: Callable[[Session], T]) -> T:
         # FIX: explicit commit when the change succeeded, rollback when anything failed.

@@ -13,7 +13,7 @@ per filter column (see lab/queries.py for the statements they serve).
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any, Optional
 
 from sqlalchemy import (
@@ -33,6 +33,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship,
 TRANSACTION_TYPES = ("in", "out", "swap", "fee")
 LABEL_MAX_LENGTH = 200
 AMOUNT_PRECISION, AMOUNT_SCALE = 38, 18
+# quantize() works within a context's precision, 28 digits by default: with 18 decimals that
+# would refuse (InvalidOperation) any amount from 10**10 up. NUMERIC(38, 18) needs 38.
+_AMOUNT_CONTEXT = Context(prec=AMOUNT_PRECISION)
+_AMOUNT_QUANTUM = Decimal(1).scaleb(-AMOUNT_SCALE)
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -71,13 +75,13 @@ class ExactDecimal(TypeDecorator[Decimal]):
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        value = Decimal(value).quantize(Decimal(1).scaleb(-AMOUNT_SCALE))
+        value = Decimal(value).quantize(_AMOUNT_QUANTUM, context=_AMOUNT_CONTEXT)
         return str(value) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
-        return Decimal(value).quantize(Decimal(1).scaleb(-AMOUNT_SCALE))
+        return Decimal(value).quantize(_AMOUNT_QUANTUM, context=_AMOUNT_CONTEXT)
 
 
 def _label_type() -> Any:

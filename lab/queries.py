@@ -103,8 +103,10 @@ def _filtered(statement: Select, filters: Filters) -> Select:
     if filters.label is not None:
         statement = statement.where(Transaction.label == filters.label)
     if filters.label_contains is not None:
-        # autoescape: a user's % and _ are literal characters, not wildcards.
-        statement = statement.where(Transaction.label.icontains(filters.label_contains, autoescape=True))
+        # autoescape: a user's % and _ are literal characters, not wildcards. The needle is
+        # lowered in Python: SQLite's lower() folds ASCII only, so "CAFÉ" would not find "Café".
+        needle = filters.label_contains.lower()
+        statement = statement.where(Transaction.label.icontains(needle, autoescape=True))
     if filters.unlabelled:
         statement = statement.where(Transaction.label.is_(None))
     if filters.contact_id is not None:

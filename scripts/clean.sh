@@ -84,13 +84,13 @@ if mariadb_answers; then
     mariadb_admin -e "SELECT id FROM information_schema.processlist
                       WHERE (user = 'lab' OR db LIKE BINARY 'lab%') AND id <> CONNECTION_ID()" |
     while read -r id; do
-        mariadb_admin -e "KILL $id" 2>/dev/null || true
+        mariadb_admin -e "KILL $id" </dev/null 2>/dev/null || true
     done
     # LIKE BINARY: case-sensitive, like the database names themselves.
     mariadb_admin -e "SELECT schema_name FROM information_schema.schemata
                       WHERE schema_name LIKE BINARY 'lab%'" |
     while IFS= read -r db; do
-        mariadb_admin -e "DROP DATABASE IF EXISTS \`${db//\`/\`\`}\`"
+        mariadb_admin -e "DROP DATABASE IF EXISTS \`${db//\`/\`\`}\`" </dev/null
         note "MariaDB: dropped database $db"
     done
     mariadb_admin -e "DROP USER IF EXISTS 'lab'@'127.0.0.1', 'lab'@'localhost'"

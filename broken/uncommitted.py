@@ -1,0 +1,96 @@
+"""# BUG: uncommitted -- the edit is flushed but never committed.
+
+What the user sees: the edit answers 200 with the new label and version, yet the next page
+view, on any worker, shows the old label again: the acknowledged write is LOST.
+Why: flush() sends the UPDATE inside the request's transaction; at teardown Flask-SQLAlchemy's
+session.remove() closes the session, which rolls that transaction back.
+Cure: commit() on success (rollback on error), as fixed/app.py does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+from flask import Flask, redirect, request
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response
+
+from lab import labmode, queries, web
+from lab.engine import configure_engine, database_url, engine_options
+from lab.models import Base
+
+T = TypeVar("T")
+
+# Session rules that keep every page fresh (each broken variant breaks exactly one):
+# 1. Flask-SQLAlchemy's `db.session` is scoped to the app context, which Flask pushes per
+#    request, and removed at its teardown: each request starts with an empty identity map
+#    and a new transaction, so its first read sees everything committed before it.
+# 2. Writes commit explicitly and roll back on any error; reads end with the request.
+# 3. No ORM object outlives its request: responses are built from plain dicts.
+# 4. Nothing touches the database at import: the schema is made by `flask init-db`.
+# 5. Edits are optimistic: they carry the version the user saw; a stale one gets 409.
+# Run: `flask --app fixed.app init-db`, `flask --app fixed.app seed`, then
+# `gunicorn 'fixed.app:create_app()'`.
+
+# FIX: one session per app context (per request), removed at teardown by Flask-SQLAlchemy.
+db = SQLAlchemy(model_class=Base)
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__, template_folder=web.TEMPLATE_FOLDER)
+    url = (config or {}).get("SQLALCHEMY_DATABASE_URI") or database_url()
+    app.config.update(SQLALCHEMY_DATABASE_URI=url, SQLALCHEMY_ENGINE_OPTIONS=engine_options(url))
+    app.config.update(config or {})
+    db.init_app(app)
+    with app.app_context():
+        configure_engine(db.engine)  # creates no connection
+    web.install(app, engine=lambda: db.engine)
+    labmode.install(app, session=lambda: db.session, engine=lambda: db.engine)
+
+    def write(change: Callable[[Session], T]) -> T:
+        # FIX: explicit commit when the change succeeded, rollback when anything failed.
+        try:
+            result = change(db.session)
+            db.session.flush()  # BUG: flush is not commit; the teardown rolls the change back
+            return result
+        except Exception:
+            db.session.rollback()
+            raise
+
+    @app.get("/api/transactions")
+    def api_transactions() -> dict[str, Any]:
+        filters = web.filters_from(request.args)
+        return web.page_dict(queries.list_page(db.session, filters), filters)
+
+    @app.get("/transactions")
+    def transactions_page() -> str:
+        filters = web.filters_from(request.args)
+        contacts = [{"id": c.id, "name": c.name} for c in queries.list_contacts(db.session)]
+        return web.render_page(queries.list_page(db.session, filters), filters, contacts)
+
+    @app.post("/api/transactions/<int:tx_id>/label")
+    def api_edit_label(tx_id: int) -> dict[str, Any]:
+        body = web.json_body()
+        label, version = web.label_value(body.get("label")), web.seen_version(body.get("version"))
+        return write(lambda s: web.row_dict(queries.update_label(s, tx_id, label, version)))
+
+    @app.post("/api/transactions/<int:tx_id>/contact")
+    def api_edit_contact(tx_id: int) -> dict[str, Any]:
+        body = web.json_body()
+        contact, version = web.contact_value(body.get("contact_id")), web.seen_version(body.get("version"))
+        return write(lambda s: web.row_dict(queries.update_contact(s, tx_id, contact, version)))
+
+    @app.post("/transactions/<int:tx_id>/label")
+    def form_edit_label(tx_id: int) -> Response:
+        label, version = web.label_value(request.form.get("label")), web.seen_version(request.form.get("version"))
+        write(lambda s: queries.update_label(s, tx_id, label, version))
+        return redirect(web.back_to_list(request.form), code=303)
+
+    @app.post("/transactions/<int:tx_id>/contact")
+    def form_edit_contact(tx_id: int) -> Response:
+        contact, version = web.contact_value(request.form.get("contact_id")), web.seen_version(request.form.get("version"))
+        write(lambda s: queries.update_contact(s, tx_id, contact, version))
+        return redirect(web.back_to_list(request.form), code=303)
+
+    return app

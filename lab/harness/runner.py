@@ -1,0 +1,172 @@
+"""Run scenarios cell by cell (cause x app x backend), store results, compare with expectations.
+
+Results: results/<backend>/<cause>/<app>/<timestamp>/result.json with a `latest` link per
+folder. The expected verdict of every cell is in scenarios/expected_matrix.json; a cell may be
+N/A only if that file says so, with the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import json
+import pkgutil
+import shutil
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+from sqlalchemy import create_engine
+
+from lab import databases, seed
+from lab.engine import REPO_ROOT, configure_engine, engine_options, server_version
+from lab.harness.scenario import Cause, Scenario
+from lab.harness.verdicts import INCONCLUSIVE, NOT_APPLICABLE, Judgement
+
+RESULT_SCHEMA_VERSION = 1
+RESULTS_DIR = REPO_ROOT / "results"
+EXPECTED_MATRIX = REPO_ROOT / "scenarios" / "expected_matrix.json"
+SCENARIO_SEED_SIZE = 200
+
+
+def scenario_modules() -> dict[str, ModuleType]:
+    """Every scenario in scenarios/, by cause name, in the order of the expected matrix."""
+    import scenarios
+
+    found: dict[str, ModuleType] = {}
+    for info in pkgutil.iter_modules(scenarios.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"scenarios.{info.name}")
+        if isinstance(getattr(module, "CAUSE", None), Cause):
+            found[module.CAUSE.name] = module
+    order = list(load_expected())
+    return dict(sorted(found.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
+
+
+def load_expected() -> dict[str, dict[str, dict[str, Any]]]:
+    """cause -> app -> backend -> {"verdict": ..., "reason"?: ...}."""
+    return json.loads(EXPECTED_MATRIX.read_text())["cells"]
+
+
+@dataclass
+class CellResult:
+    cause: str
+    app: str
+    backend: str
+    verdict: str
+    proof: str
+    staleness: str
+    server_version: str
+    path: str | None = None
+
+
+def run_cell(module: ModuleType, app: str, backend: str, echo: Callable[[str], None]) -> CellResult:
+    """Run one scenario for one app on one backend; never raises, INCONCLUSIVE on failure."""
+    cause: Cause = module.CAUSE
+    expected = load_expected().get(cause.name, {}).get(app, {}).get(backend, {})
+    if expected.get("verdict") == NOT_APPLICABLE:
+        echo(f"[{cause.name} | {app} | {backend}] N/A: {expected.get('reason', '')}")
+        return CellResult(cause.name, app, backend, NOT_APPLICABLE, expected.get("reason", ""), "none", "")
+
+    started = dt.datetime.now(dt.timezone.utc)
+    workdir = Path(tempfile.mkdtemp(prefix=f"lab-{cause.name}-{app}-{backend}-"))
+    echo(f"[{cause.name} | {app} | {backend}] {cause.title}")
+    observations: dict[str, Any] = {}
+    version = ""
+    scenario: Scenario | None = None
+    db_url = ""
+    clock = time.perf_counter()
+    try:
+        db_url = databases.private_database(backend, f"lab_scn_{cause.name}_{app}"[:60], workdir)
+        version = _prepare_database(db_url)
+        scenario = Scenario(cause, app, cause.app_modules[app], backend, db_url, workdir, echo)
+        observations = module.run(scenario)
+        judgement: Judgement = module.judge(observations)
+    except Exception as error:  # a run that could not decide is reported, never hidden
+        judgement = Judgement(INCONCLUSIVE, f"the run failed: {type(error).__name__}: {error}")
+        observations.setdefault("error", traceback.format_exc())
+    finally:
+        if scenario is not None:
+            scenario.close()  # stops servers and holds, disposes engines
+        if db_url:
+            try:
+                databases.drop_database(db_url)  # also ends sessions a broken app left open
+            except Exception as error:
+                echo(f"      warning: could not drop {db_url}: {error}")
+    echo(f"  => {judgement.verdict}: {judgement.proof}" + (f" (staleness in the {judgement.staleness})" if judgement.staleness != "none" else ""))
+    result = {
+        "schema_version": RESULT_SCHEMA_VERSION,
+        "cause": cause.name,
+        "kind": cause.kind,
+        "title": cause.title,
+        "app": app,
+        "module": cause.app_modules[app],
+        "backend": backend,
+        "server_version": version,
+        "started_at": started.isoformat(),
+        "duration_seconds": round(time.perf_counter() - clock, 3),
+        "verdict": judgement.verdict,
+        "proof": judgement.proof,
+        "staleness": judgement.staleness,
+        "observations": observations,
+        "timeline": [asdict(step) for step in (scenario.steps if scenario else [])],
+    }
+    path = _store(result, backend, cause.name, app, started)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return CellResult(cause.name, app, backend, judgement.verdict, judgement.proof, judgement.staleness, version, str(path))
+
+
+def _prepare_database(db_url: str) -> str:
+    engine = configure_engine(create_engine(db_url, **engine_options(db_url)))
+    try:
+        seed.create_schema(engine)
+        seed.seed(engine, SCENARIO_SEED_SIZE)
+        return server_version(engine)
+    finally:
+        engine.dispose()
+
+
+def _store(result: dict[str, Any], backend: str, cause: str, app: str, started: dt.datetime) -> Path:
+    folder = RESULTS_DIR / backend / cause / app
+    run_dir = folder / started.strftime("%Y%m%dT%H%M%S.%fZ")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "result.json"
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    latest = folder / "latest"
+    tmp_link = folder / f".latest-{started.timestamp()}"
+    tmp_link.symlink_to(run_dir.name)
+    tmp_link.replace(latest)  # atomic: a reader never sees a missing link
+    return path
+
+
+def compare(results: list[CellResult]) -> list[str]:
+    """Every cell whose verdict differs from the expected matrix (INCONCLUSIVE always does)."""
+    expected = load_expected()
+    problems = []
+    for cell in results:
+        want = expected.get(cell.cause, {}).get(cell.app, {}).get(cell.backend, {}).get("verdict")
+        if want is None:
+            problems.append(f"{cell.cause} | {cell.app} | {cell.backend}: no expected verdict in {EXPECTED_MATRIX.name}")
+        elif cell.verdict != want:
+            problems.append(f"{cell.cause} | {cell.app} | {cell.backend}: expected {want}, got {cell.verdict} ({cell.proof})")
+    return problems
+
+
+def matrix_table(results: list[CellResult], backends: list[str]) -> str:
+    """The verdict matrix as a Markdown table: rows causes, columns app x backend."""
+    by_cell = {(c.cause, c.app, c.backend): c for c in results}
+    versions = {c.backend: c.server_version for c in results if c.server_version}
+    causes = list(dict.fromkeys(c.cause for c in results))
+    apps = list(dict.fromkeys(c.app for c in results))
+    columns = [(app, backend) for app in apps for backend in backends]
+    header = "| cause | " + " | ".join(f"{app} · {versions.get(b, b)}" for app, b in columns) + " |"
+    lines = [header, "|" + "---|" * (len(columns) + 1)]
+    for cause in causes:
+        cells = [by_cell[(cause, app, b)].verdict if (cause, app, b) in by_cell else "" for app, b in columns]
+        lines.append(f"| {cause} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

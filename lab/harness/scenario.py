@@ -1,0 +1,173 @@
+"""The context a scenario runs in: its database, its app, its actors and its printed timeline.
+
+A scenario module in `scenarios/` defines
+- `CAUSE`: a `Cause` (name, one-line title, how the app must be served);
+- `run(s: Scenario) -> dict`: the numbered steps; returns the raw observations;
+- `judge(observations: dict) -> Judgement`: the verdict, computed only from the observations
+  (a unit test recomputes it from the stored result, so it cannot disagree with what was seen).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from sqlalchemy import Engine, create_engine
+
+from lab.engine import configure_engine, engine_options
+from lab.harness.server import Actor, GunicornServer
+from lab.harness.verdicts import Judgement
+
+
+@dataclass(frozen=True)
+class Cause:
+    name: str
+    title: str  # what the user sees, one line
+    kind: str = "cause"  # "cause" (broken vs fixed app) or "myth" (a claim settled per backend)
+    broken_module: str | None = None  # defaults to broken/<name>.py for causes
+
+    @property
+    def app_modules(self) -> dict[str, str]:
+        """app label -> importable module with `create_app`; myths run without an app."""
+        if self.kind == "myth":
+            return {"claim": ""}
+        return {"broken": self.broken_module or f"broken.{self.name}", "fixed": "fixed.app"}
+
+
+@dataclass
+class Step:
+    number: int
+    actor: str
+    action: str
+    expected: str
+    observed: str
+    served_by: str = ""
+    db_conn: str = ""
+    transactions: list[str] = field(default_factory=list)
+
+
+class Scenario:
+    """Handed to `run`: everything a scenario may use, all of it cleaned up by the runner."""
+
+    def __init__(self, cause: Cause, app: str, module: str, backend: str, db_url: str,
+                 workdir: Path, echo: Callable[[str], None]) -> None:
+        self.cause, self.app, self.module, self.backend, self.db_url = cause, app, module, backend, db_url
+        self.workdir = workdir
+        self.control_dir = workdir / "control"
+        self.control_dir.mkdir(parents=True, exist_ok=True)
+        self.txlog_path = workdir / "txlog.jsonl"
+        self.txlog_path.touch()
+        self.steps: list[Step] = []
+        self._echo = echo
+        self._txlog_offset = 0
+        self._cleanup = ExitStack()
+        self._servers: list[GunicornServer] = []
+
+    # ---- running the app ---------------------------------------------------------------
+
+    @property
+    def lab_env(self) -> dict[str, str]:
+        return {
+            "LAB_DATABASE_URL": self.db_url,
+            "LAB_TXLOG": str(self.txlog_path),
+            "LAB_CONTROL_DIR": str(self.control_dir),
+        }
+
+    def serve(self, workers: int = 1, threads: int = 1, preload: bool = False,
+              env: dict[str, str] | None = None) -> GunicornServer:
+        """Start this scenario's app under gunicorn; stopped when the scenario ends."""
+        server = GunicornServer(
+            f"{self.module}:create_app()", {**self.lab_env, **(env or {})},
+            self.workdir / f"gunicorn-{len(self._servers)}.log", workers=workers, threads=threads, preload=preload,
+        )
+        self._cleanup.callback(server.stop)
+        self._servers.append(server)
+        return server.start()
+
+    def actor(self, name: str, server: GunicornServer) -> Actor:
+        return Actor(name, server.port)
+
+    def hold(self, server: GunicornServer, key: str) -> "Hold":
+        """Occupy one worker thread until `release()`; returns once it is held, naming it."""
+        hold = Hold(self, server, key)
+        self._cleanup.callback(hold.release)
+        hold.start()
+        return hold
+
+    def engine(self, **options: Any) -> Engine:
+        """A direct engine on the scenario's database (the auditor's view); disposed at the end."""
+        engine = configure_engine(create_engine(self.db_url, **{**engine_options(self.db_url), **options}))
+        self._cleanup.callback(engine.dispose)
+        return engine
+
+    # ---- the timeline -----------------------------------------------------------------
+
+    def step(self, actor: str, action: str, expected: str, observed: str, reply: Any = None) -> Step:
+        """Record and print one numbered step with the transaction events since the last one."""
+        step = Step(len(self.steps) + 1, actor, action, expected, observed,
+                    served_by=getattr(reply, "served_by", ""), db_conn=getattr(reply, "db_conn", ""),
+                    transactions=self._new_transaction_events())
+        self.steps.append(step)
+        where = f"  [served by {step.served_by}, db conn {step.db_conn}]" if step.served_by else ""
+        self._echo(f"  {step.number:>2}. {actor:<8} {action}{where}")
+        self._echo(f"      expected: {expected}")
+        self._echo(f"      observed: {observed}")
+        if step.transactions:
+            self._echo(f"      sql:      {' · '.join(step.transactions)}")
+        return step
+
+    def note(self, text: str) -> None:
+        self._echo(f"      note:     {text}")
+
+    def _new_transaction_events(self) -> list[str]:
+        with self.txlog_path.open(encoding="utf-8") as log:
+            log.seek(self._txlog_offset)
+            lines = log.readlines()
+            self._txlog_offset = log.tell()
+        events = [json.loads(line) for line in lines if line.strip()]
+        return [f"{e['actor']}:{e['event']} conn={e['conn']} ({e['pid']}/{e['thread']})" for e in events]
+
+    def close(self) -> None:
+        self._cleanup.close()
+
+
+class Hold:
+    """A `/_lab/hold/<key>` request in flight: the thread that took it is busy until released."""
+
+    def __init__(self, scenario: Scenario, server: GunicornServer, key: str) -> None:
+        self.scenario, self.server, self.key = scenario, server, key
+        self.served_by = ""
+        self._thread: Any = None
+
+    def start(self) -> None:
+        import threading
+
+        held_file = self.scenario.control_dir / f"held-{self.key}"
+        self._thread = threading.Thread(
+            target=lambda: Actor("holder", self.server.port, timeout=40).get(f"/_lab/hold/{self.key}"), daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not held_file.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"hold {self.key!r} was not taken by any worker thread within 10 s")
+            time.sleep(0.005)
+        self.served_by = held_file.read_text().strip()
+
+    def release(self) -> None:
+        (self.scenario.control_dir / f"release-{self.key}").touch()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+
+def wait_for(predicate: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {seconds} s")
+        time.sleep(0.01)

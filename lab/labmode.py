@@ -1,0 +1,132 @@
+"""Lab mode: what the scenarios need to see inside a running app, off unless LAB_MODE=1.
+
+Identical in the broken and the fixed apps (each calls `install` the same way), so it can
+never be the difference between them. It adds:
+- `X-DB-Conn`: the server connection id (PostgreSQL backend pid, MariaDB CONNECTION_ID,
+  for SQLite the process and driver connection) that served the request's session;
+- a transaction log: every BEGIN / COMMIT / ROLLBACK with its process, thread, actor (the
+  `X-Lab-Actor` request header) and server connection id, appended to `LAB_TXLOG`;
+- `/_lab/hold/<key>`: occupies its worker thread until the scenario creates the file
+  `<LAB_CONTROL_DIR>/release-<key>`, so the next request must go to another thread;
+- `/_lab/ping`: a trivial endpoint that touches nothing.
+None of it opens a transaction of its own or keeps an ORM object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from flask import Flask, Response, g, has_app_context, has_request_context, request
+from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session, scoped_session
+
+HOLD_LIMIT_SECONDS = 30.0
+
+
+def enabled() -> bool:
+    return os.environ.get("LAB_MODE") == "1"
+
+
+def install(app: Flask, session: Callable[[], Session], engine: Callable[[], Engine]) -> None:
+    if not enabled():
+        return
+    with app.app_context():
+        watch_engine(engine())
+
+    @app.before_request
+    def _remember_actor() -> None:
+        # Kept on the app context: the session's final ROLLBACK runs at its teardown,
+        # after the request context is gone.
+        g.lab_actor = request.headers.get("X-Lab-Actor", "-")
+
+    @app.after_request
+    def _db_conn_header(response: Response) -> Response:
+        response.headers["X-DB-Conn"] = _request_connection_id(session)
+        return response
+
+    @app.get("/_lab/hold/<key>")
+    def _hold(key: str) -> dict[str, Any]:
+        control = Path(os.environ["LAB_CONTROL_DIR"])
+        release = control / f"release-{key}"
+        # Tell the scenario which process and thread are now busy (written whole, then renamed).
+        (control / f"held-{key}.tmp").write_text(f"{os.getpid()}/{threading.get_native_id()}")
+        (control / f"held-{key}.tmp").rename(control / f"held-{key}")
+        deadline = time.monotonic() + HOLD_LIMIT_SECONDS
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return {"released": release.exists()}
+
+    @app.get("/_lab/ping")
+    def _ping() -> dict[str, Any]:
+        return {"pid": os.getpid()}
+
+
+def watch_engine(engine: Engine) -> None:
+    """Record each connection's server id and log the transaction events of `engine`."""
+
+    @event.listens_for(engine, "connect")
+    def _remember_server_id(dbapi_connection: Any, record: Any) -> None:
+        record.info["server_conn_id"] = server_connection_id(dbapi_connection, engine.dialect.name)
+
+    @event.listens_for(engine, "checkout")
+    def _note_checkout(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if has_request_context():
+            g.lab_checked_out = record.info.get("server_conn_id", "?")
+
+    for name in ("begin", "commit", "rollback"):
+        event.listen(engine, name, _logger(name.upper()))
+
+
+def server_connection_id(dbapi_connection: Any, dialect_name: str) -> str:
+    if dialect_name == "sqlite":
+        return f"sqlite:{os.getpid()}:{id(dbapi_connection):x}"
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SELECT pg_backend_pid()" if dialect_name == "postgresql" else "SELECT CONNECTION_ID()")
+    value = cursor.fetchone()[0]
+    cursor.close()
+    # The driver opened a transaction for that SELECT; end it, or the request's own snapshot
+    # would start here (and SET TRANSACTION ISOLATION LEVEL would be refused).
+    dbapi_connection.rollback()
+    return str(value)
+
+
+def connection_id_of(session: Session) -> str | None:
+    """The server id of the connection a session holds now, or None when it holds none."""
+    if isinstance(session, scoped_session):
+        session = session()  # the current scope's Session, not the registry
+    if not session.in_transaction():
+        return None
+    fairy = session.connection().connection  # the transaction's connection: no new BEGIN
+    return str(fairy.info.get("server_conn_id", "?"))
+
+
+def _request_connection_id(session: Callable[[], Session]) -> str:
+    held = connection_id_of(session())
+    if held is not None:
+        return held
+    return str(g.get("lab_checked_out", "none"))
+
+
+def _logger(event_name: str) -> Callable[[Any], None]:
+    def _log(connection: Any) -> None:
+        path = os.environ.get("LAB_TXLOG")
+        if not path:
+            return
+        record = {
+            "t": time.time(),
+            "pid": os.getpid(),
+            "thread": threading.get_native_id(),
+            "actor": g.get("lab_actor", "-") if has_app_context() else "-",
+            "event": event_name,
+            "conn": connection.connection.info.get("server_conn_id", "?"),
+        }
+        # One short line per write with O_APPEND: lines from several workers do not interleave.
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(json.dumps(record) + "\n")
+
+    return _log

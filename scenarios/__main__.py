@@ -1,0 +1,98 @@
+"""python -m scenarios: reproduce every cause of stale data and print the verdict matrix.
+
+Each scenario runs the broken and the fixed app (myths: the claim and the cure) on each
+chosen backend, prints its timeline, stores results/<backend>/<cause>/<app>/<time>/result.json
+and compares the verdicts with scenarios/expected_matrix.json. Exit status 0 only when every
+cell matches; an INCONCLUSIVE cell fails the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sqlalchemy import create_engine, text
+
+from lab import databases
+from lab.harness.runner import CellResult, compare, matrix_table, run_cell, scenario_modules
+
+
+def parse_args(argv: list[str], causes: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m scenarios",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="causes and myths: " + ", ".join(causes)
+        + ".\nServers come from LAB_TEST_POSTGRESQL_URL and LAB_TEST_MARIADB_URL (`make services` creates them).",
+    )
+    parser.add_argument("--db", default="sqlite", help="sqlite, postgresql, mariadb or all (default: sqlite)")
+    parser.add_argument("--cause", action="append", default=[], help="run only this cause or myth (repeatable; comma-separated)")
+    parser.add_argument("--app", choices=("broken", "fixed", "claim", "cure"), help="run only this side")
+    parser.add_argument("--timeline", action="store_true", help="print every step (default when --cause is given)")
+    return parser.parse_args(argv)
+
+
+def check_backend(backend: str) -> None:
+    """Fail early with one line when a server backend cannot be used."""
+    if backend == "sqlite":
+        return
+    url = databases.server_url(backend)
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as error:
+        raise databases.BackendUnavailable(
+            f"{backend}: cannot reach {url.render_as_string(hide_password=True)} "
+            f"({type(error).__name__}); start it with `make services`"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    modules = scenario_modules()
+    args = parse_args(sys.argv[1:] if argv is None else argv, list(modules))
+    backends = list(databases.BACKENDS) if args.db == "all" else [args.db]
+    wanted = [name.strip() for item in args.cause for name in item.split(",") if name.strip()] or list(modules)
+    bad_backends = [b for b in backends if b not in databases.BACKENDS]
+    bad_causes = [c for c in wanted if c not in modules]
+    if bad_backends:
+        print(f"unknown DB {', '.join(bad_backends)}; choose one of: {', '.join(databases.BACKENDS)}, all", file=sys.stderr)
+        return 2
+    if bad_causes:
+        print(f"unknown cause {', '.join(bad_causes)}; choose from: {', '.join(modules)}", file=sys.stderr)
+        return 2
+    try:
+        for backend in backends:
+            check_backend(backend)
+    except databases.BackendUnavailable as error:
+        print(error, file=sys.stderr)
+        return 2
+
+    show_timeline = args.timeline or bool(args.cause)
+    echo = print if show_timeline else (lambda line: print(line) if line.startswith(("[", "  =>")) else None)
+    results: list[CellResult] = []
+    for backend in backends:
+        for name in wanted:
+            module = modules[name]
+            for app in module.CAUSE.app_modules:
+                if args.app and app != args.app:
+                    continue
+                results.append(run_cell(module, app, backend, echo))
+                sys.stdout.flush()
+
+    for kind, title in (("cause", "Causes (broken and fixed app)"), ("myth", "Myths (the claim, and the cure)")):
+        rows = [r for r in results if modules[r.cause].CAUSE.kind == kind]
+        if rows:
+            print(f"\n{title}\n\n{matrix_table(rows, backends)}")
+    problems = compare(results)
+    if problems:
+        print("\nNOT AS EXPECTED:\n  " + "\n  ".join(problems))
+        return 1
+    print(f"\nall {len(results)} cells as expected (scenarios/expected_matrix.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
