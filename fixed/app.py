@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Any, Callable, TypeVar
 
 from flask import Flask, redirect, request
@@ -24,10 +26,16 @@ T = TypeVar("T")
 # 4. Nothing touches the database at import: the schema is made by `flask init-db`.
 # 5. Edits are optimistic: they carry the version the user saw; a stale one gets 409.
 # Run: `flask --app fixed.app init-db`, `flask --app fixed.app seed`, then
-# `gunicorn 'fixed.app:create_app()'`.
+# `gunicorn 'fixed.app:create_app()'`; the job: `flask --app fixed.app worker < ids`.
 
-# FIX: one session per app context (per request), removed at teardown by Flask-SQLAlchemy.
 db = SQLAlchemy(model_class=Base)
+
+
+def current_session() -> Session:
+    """The session that serves the current request (or job): every route gets it from here."""
+    # FIX: Flask-SQLAlchemy's session, scoped to the app context (one per request) and
+    # removed, which closes it and ends its transaction, when that context is torn down.
+    return db.session()
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -39,28 +47,28 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     with app.app_context():
         configure_engine(db.engine)  # creates no connection
     web.install(app, engine=lambda: db.engine)
-    labmode.install(app, session=lambda: db.session, engine=lambda: db.engine)
+    labmode.install(app, session=current_session, engine=lambda: db.engine)
 
     def write(change: Callable[[Session], T]) -> T:
         # FIX: explicit commit when the change succeeded, rollback when anything failed.
         try:
-            result = change(db.session)
-            db.session.commit()
+            result = change(current_session())
+            current_session().commit()
             return result
         except Exception:
-            db.session.rollback()
+            current_session().rollback()
             raise
 
     @app.get("/api/transactions")
     def api_transactions() -> dict[str, Any]:
         filters = web.filters_from(request.args)
-        return web.page_dict(queries.list_page(db.session, filters), filters)
+        return web.page_dict(queries.list_page(current_session(), filters), filters)
 
     @app.get("/transactions")
     def transactions_page() -> str:
         filters = web.filters_from(request.args)
-        contacts = [{"id": c.id, "name": c.name} for c in queries.list_contacts(db.session)]
-        return web.render_page(queries.list_page(db.session, filters), filters, contacts)
+        contacts = [{"id": c.id, "name": c.name} for c in queries.list_contacts(current_session())]
+        return web.render_page(queries.list_page(current_session(), filters), filters, contacts)
 
     @app.post("/api/transactions/<int:tx_id>/label")
     def api_edit_label(tx_id: int) -> dict[str, Any]:
@@ -85,5 +93,18 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         contact, version = web.contact_value(request.form.get("contact_id")), web.seen_version(request.form.get("version"))
         write(lambda s: queries.update_contact(s, tx_id, contact, version))
         return redirect(web.back_to_list(request.form), code=303)
+
+    @app.cli.command("worker")
+    def worker() -> None:
+        """A queue consumer: for each transaction id read from stdin, print that row as JSON."""
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            with app.app_context():  # FIX: a new app context, so a new session, for every job
+                try:
+                    result = web.row_dict(queries.get_transaction(current_session(), int(line)))
+                except (ValueError, queries.NotFound) as error:
+                    result = {"error": str(error)}
+            print(json.dumps(result), flush=True)
 
     return app

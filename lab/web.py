@@ -211,6 +211,8 @@ def install(app: Flask, engine: Callable[[], Engine]) -> None:
     def _served_by(response: Response) -> Response:
         # Which process and thread answered: scenarios steer and judge by it.
         response.headers["X-Served-By"] = f"{os.getpid()}/{threading.get_native_id()}"
+        # Pages change with every edit: a browser or proxy may keep a copy but must revalidate.
+        response.headers.setdefault("Cache-Control", "no-cache")
         return response
 
     @app.errorhandler(BadInput)
