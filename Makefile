@@ -10,6 +10,11 @@ CAUSE ?=
 PORT ?= 8000
 SIZE ?= 2000
 
+# The cause registry is the scenarios/ folder: one module per cause or myth (the runner
+# finds them the same way); every one gets a make target of its own.
+NOT_CAUSES := __init__ __main__ isolation
+CAUSES := $(filter-out $(NOT_CAUSES),$(basename $(notdir $(wildcard scenarios/*.py))))
+
 # The URLs that `make services` creates; a server that does not answer is skipped by the
 # tests unless LAB_REQUIRE_BACKENDS=all (CI) makes it an error.
 export LAB_TEST_POSTGRESQL_URL ?= postgresql+psycopg://lab:lab@127.0.0.1:5432/lab_test
@@ -36,6 +41,23 @@ serve: venv ## Create, seed (SIZE=2000) and serve the fixed app on 127.0.0.1:$(P
 	@echo "serving the fixed app on http://127.0.0.1:$(PORT)/transactions (Ctrl-C stops it)"
 	$(VENV)/bin/gunicorn --bind 127.0.0.1:$(PORT) --workers 2 --threads 4 --graceful-timeout 5 'fixed.app:create_app()'
 
+.PHONY: reproduce
+reproduce: venv ## Run every cause and myth, broken and fixed, and print the verdict matrix [DB=sqlite|postgresql|mariadb|all] [CAUSE=...]
+	$(PY) -m scenarios --db $(DB) $(if $(CAUSE),--cause $(CAUSE))
+
+.PHONY: $(CAUSES)
+$(CAUSES): venv
+	$(PY) -m scenarios --db $(DB) --cause $@
+
+.PHONY: diff
+diff: ## Show the lesson: diff -u fixed/app.py broken/$(CAUSE).py
+	@test -n "$(CAUSE)" -a -f "broken/$(CAUSE).py" || { echo "CAUSE must be one of: $(basename $(notdir $(filter-out broken/__init__.py,$(wildcard broken/*.py))))"; exit 2; }
+	@diff -u fixed/app.py broken/$(CAUSE).py || true
+
+.PHONY: isolation
+isolation: venv ## Probe what each isolation level shows (second read, phantom, lost update, ORM) [DB=...]
+	$(PY) -m scenarios.isolation --db $(DB)
+
 .PHONY: test
 test: venv ## Run the test suite on SQLite and on every server that answers (pytest-xdist)
 	$(VENV)/bin/pytest -n 2 -q
@@ -52,3 +74,5 @@ clean: ## Stop the servers the lab started, drop the lab's databases, remove loc
 .PHONY: help
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+	@echo "  one target per cause, each with its full timeline [DB=...]:"
+	@for cause in $(CAUSES); do echo "  make $$cause"; done

@@ -24,12 +24,16 @@ def run(s: Scenario) -> dict[str, Any]:
     alice, bob = s.actor("alice", server), s.actor("bob", server)
     before = read_newest(s, alice, "the row as seeded, version 1")
     ack = edit_label(s, alice, before["id"], NEW_LABEL, before["version"], "200 with version 2")
-    reads = []
-    for turn in range(2):
-        hold = s.hold(server, f"worker-{turn}")
-        s.note(f"worker {hold.served_by} is held busy, so the next request goes to the other worker")
-        reads.append(read_newest(s, bob, f"version {ack.get('version')}, label {NEW_LABEL!r}"))
-        hold.release()
+    # Steering: with worker X held, bob's read must go to worker Y; then hold Y (the only free
+    # one), release X, and bob's next read must go to X. No request is left to chance.
+    first = s.hold(server, "first")
+    s.note(f"worker {first.served_by} is held busy, so the next request goes to the other worker")
+    reads = [read_newest(s, bob, f"version {ack.get('version')}, label {NEW_LABEL!r}")]
+    second = s.hold(server, "second")
+    first.release()
+    s.note(f"worker {second.served_by} is now held and {first.served_by} released")
+    reads.append(read_newest(s, bob, f"version {ack.get('version')}, label {NEW_LABEL!r}"))
+    second.release()
     database = audit_row(s, s.engine(), before["id"], f"version {ack.get('version')}, label {NEW_LABEL!r}")
     return {"before": before, "ack": ack, "reads": reads, "database": database}
 

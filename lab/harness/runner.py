@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import json
+import os
 import pkgutil
 import shutil
 import tempfile
@@ -82,7 +83,9 @@ def run_cell(module: ModuleType, app: str, backend: str, echo: Callable[[str], N
     db_url = ""
     clock = time.perf_counter()
     try:
-        db_url = databases.private_database(backend, f"lab_scn_{cause.name}_{app}"[:60], workdir)
+        # Private per run and per test worker: the same cell may run in two workers at once.
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "cli")
+        db_url = databases.private_database(backend, f"lab_scn_{worker}_{cause.name}_{app}"[:63], workdir)
         version = _prepare_database(db_url)
         scenario = Scenario(cause, app, cause.app_modules[app], backend, db_url, workdir, echo)
         observations = module.run(scenario)

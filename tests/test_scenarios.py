@@ -1,0 +1,51 @@
+"""Every scenario on every backend: the broken app shows its verdict, the fixed app does not.
+
+Each verdict is also recomputed from the raw observations stored in its result.json, so a
+verdict cannot disagree with what was seen. Scenarios that depend on which worker or thread
+serves a step run several times and must give the same verdict each time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lab.harness.runner import load_expected, run_cell, scenario_modules
+from lab.harness.verdicts import NOT_APPLICABLE
+
+MODULES = scenario_modules()
+# Causes whose steps are steered across gunicorn workers or threads: run 3 times each.
+STEERED = {"uncommitted", "shared_session", "scoped_session_not_removed", "scoped_session_wrong_scope",
+           "pool_across_fork", "long_transaction"}
+CELLS = [(cause, app) for cause, module in MODULES.items() for app in module.CAUSE.app_modules]
+
+
+def test_every_cause_and_myth_of_the_design_has_a_scenario() -> None:
+    required = {"global_cache", "shared_session", "uncommitted", "scoped_session_not_removed",
+                "scoped_session_wrong_scope", "pool_across_fork", "long_transaction",
+                "background_app_context", "http_cache", "offset_pagination", "lost_update",
+                "myth_expire_all", "myth_remove", "myth_flush"}
+    assert required <= set(MODULES), f"missing scenarios: {sorted(required - set(MODULES))}"
+    assert set(MODULES) <= set(load_expected()), "every scenario needs its cells in expected_matrix.json"
+
+
+@pytest.mark.parametrize(("cause", "app"), CELLS)
+def test_scenario_gives_the_expected_verdict(cause: str, app: str, backend: str, db_url: str) -> None:
+    # db_url: the backend answers (or the test skips/fails as conftest decides).
+    expected = load_expected()[cause][app][backend]
+    runs = 3 if cause in STEERED else 1
+    lines: list[str] = []
+    for _ in range(runs):
+        cell = run_cell(MODULES[cause], app, backend, lines.append)
+        assert cell.verdict == expected["verdict"], "\n".join([cell.proof, *lines[-60:]])
+        if cell.verdict == NOT_APPLICABLE:
+            assert expected.get("reason"), "an N/A cell must say why"
+            return
+        assert cell.proof, "every verdict comes with a proof"
+        stored = json.loads(Path(cell.path or "").read_text())
+        recomputed = MODULES[cause].judge(stored["observations"])
+        assert (recomputed.verdict, recomputed.proof) == (stored["verdict"], stored["proof"])
+        assert stored["schema_version"] == 1 and stored["backend"] == backend and stored["timeline"]
+        assert (Path(cell.path or "").parent.parent / "latest" / "result.json").exists()
