@@ -49,6 +49,10 @@ reproduce: venv ## Run every cause and myth, broken and fixed, and print the ver
 $(CAUSES): venv
 	$(PY) -m scenarios --db $(DB) --cause $@
 
+.PHONY: readme
+readme: venv ## Run the full matrix on all backends and write it into README.md (needs make services)
+	$(PY) -m scenarios --db all --readme
+
 .PHONY: diff
 diff: ## Show the lesson: diff -u fixed/app.py broken/$(CAUSE).py
 	@test -n "$(CAUSE)" -a -f "broken/$(CAUSE).py" || { echo "CAUSE must be one of: $(basename $(notdir $(filter-out broken/__init__.py,$(wildcard broken/*.py))))"; exit 2; }

@@ -79,13 +79,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.post("/api/transactions/<int:tx_id>/label")
     def api_edit_label(tx_id: int) -> dict[str, Any]:
-        body = web.json_body()
+        body = web.json_body("label", "version")
         label, version = web.label_value(body.get("label")), web.seen_version(body.get("version"))
         return write(lambda s: web.row_dict(queries.update_label(s, tx_id, label, version)))
 
     @app.post("/api/transactions/<int:tx_id>/contact")
     def api_edit_contact(tx_id: int) -> dict[str, Any]:
-        body = web.json_body()
+        body = web.json_body("contact_id", "version")
         contact, version = web.contact_value(body.get("contact_id")), web.seen_version(body.get("version"))
         return write(lambda s: web.row_dict(queries.update_contact(s, tx_id, contact, version)))
 

@@ -100,6 +100,9 @@ def configure_engine(engine: Engine) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+        # SQLite's built-in lower() folds ASCII only; label_contains must be case-insensitive
+        # for "Café" as it is on the other backends.
+        dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
@@ -108,6 +111,10 @@ def configure_engine(engine: Engine) -> Engine:
         connection.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def _unicode_lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
 
 
 def server_version(engine: Engine) -> str:

@@ -32,6 +32,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship,
 
 TRANSACTION_TYPES = ("in", "out", "swap", "fee")
 LABEL_MAX_LENGTH = 200
+# The largest id, version or contact id there can be: INTEGER is 32-bit on PostgreSQL and
+# MariaDB. Input beyond it is refused before it reaches SQL (PostgreSQL would fail with
+# "integer out of range", SQLite's driver with OverflowError beyond 64 bits).
+MAX_INTEGER = 2**31 - 1
 AMOUNT_PRECISION, AMOUNT_SCALE = 38, 18
 # quantize() works within a context's precision, 28 digits by default: with 18 decimals that
 # would refuse (InvalidOperation) any amount from 10**10 up. NUMERIC(38, 18) needs 38.

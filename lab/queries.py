@@ -17,7 +17,7 @@ from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
-from lab.models import Contact, Transaction, Wallet
+from lab.models import MAX_INTEGER, Contact, Transaction, Wallet
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -60,9 +60,12 @@ class Cursor:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
             stamp, row_id = json.loads(raw)
             occurred_at = dt.datetime.fromisoformat(stamp)
-        except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as error:
+            if occurred_at.tzinfo is not None:
+                occurred_at.astimezone(dt.timezone.utc)  # OverflowError before year 1 in UTC
+        except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError) as error:
             raise ValueError("not a cursor returned by this API") from error
-        if occurred_at.tzinfo is None or type(row_id) is not int:
+        # An id beyond INTEGER would reach SQL as an out-of-range parameter (a 500).
+        if occurred_at.tzinfo is None or type(row_id) is not int or not 0 < row_id <= MAX_INTEGER:
             raise ValueError("not a cursor returned by this API")
         return cls(occurred_at, row_id)
 
@@ -146,6 +149,8 @@ def list_page(session: Session, filters: Filters) -> Page:
 
 
 def get_transaction(session: Session, tx_id: int) -> Transaction:
+    if not 0 < tx_id <= MAX_INTEGER:  # no such row; beyond INTEGER, SQL would fail instead
+        raise NotFound(f"no transaction with id {tx_id}")
     row = session.scalars(
         select(Transaction)
         .where(Transaction.id == tx_id)
@@ -160,6 +165,8 @@ def get_transaction(session: Session, tx_id: int) -> Transaction:
 def _conditional_update(session: Session, tx_id: int, seen_version: int, **values: object) -> Transaction:
     # One statement decides: it changes the row only if nobody changed it since the client
     # read it. Two concurrent edits from the same version cannot both succeed.
+    if not 0 < tx_id <= MAX_INTEGER:  # the id comes from the URL: no row, not a SQL error
+        raise NotFound(f"no transaction with id {tx_id}")
     result = session.execute(
         update(Transaction)
         .where(Transaction.id == tx_id, Transaction.version == seen_version)
@@ -189,3 +196,47 @@ def update_contact(session: Session, tx_id: int, contact_id: int | None, seen_ve
 
 def list_contacts(session: Session) -> Sequence[Contact]:
     return session.scalars(select(Contact).order_by(Contact.name)).all()
+
+
+# ---- OFFSET pagination: the broken way, kept for the offset_pagination lesson and the benchmark
+
+MAX_OFFSET_PAGE = 1_000_000  # far beyond any real list; keeps OFFSET inside every backend's integer range
+
+
+@dataclass
+class OffsetPage:
+    """One numbered page, counted with OFFSET (see `list_page_offset`)."""
+
+    rows: Sequence[Transaction]
+    number: int  # from 1
+    has_more: bool
+    total: int  # capped at COUNT_CAP
+    total_capped: bool = field(default=False)
+
+
+def list_page_offset(session: Session, filters: Filters, page_number: int) -> OffsetPage:
+    """Page `page_number` (from 1) of the same newest-first list, skipped to with OFFSET.
+
+    What keyset pagination (`list_page`) avoids: OFFSET counts positions in the list as it is
+    when the page is read, not as it was when the user saw the previous page. A row committed
+    above meanwhile pushes rows of the previous page onto this one (they repeat); a row that
+    leaves the filter pulls rows of this page onto the previous one (they are on no page). The
+    database also reads and discards every skipped row, so deep pages get slower.
+    `filters.cursor` is ignored.
+    """
+    if not 1 <= page_number <= MAX_OFFSET_PAGE:
+        raise ValueError(f"page_number must be between 1 and {MAX_OFFSET_PAGE}, not {page_number}")
+    statement = newest_first(_filtered(select(Transaction), filters), None).options(
+        joinedload(Transaction.wallet), joinedload(Transaction.contact)
+    )
+    offset = (page_number - 1) * filters.limit
+    rows = session.scalars(statement.offset(offset).limit(filters.limit + 1)).unique().all()
+    total = _capped_count(session, filters)
+    return OffsetPage(rows[: filters.limit], page_number, len(rows) > filters.limit,
+                      min(total, COUNT_CAP), total_capped=total > COUNT_CAP)
+
+
+def _capped_count(session: Session, filters: Filters) -> int:
+    """How many rows match, counted up to COUNT_CAP + 1 (as list_page counts)."""
+    matches = _filtered(select(Transaction.id), filters).limit(COUNT_CAP + 1).subquery()
+    return session.scalar(select(func.count()).select_from(matches)) or 0

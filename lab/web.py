@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlencode
 
 import click
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, has_request_context, jsonify, render_template, request
 from sqlalchemy import Engine
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
 from lab import queries, seed
-from lab.models import LABEL_MAX_LENGTH, TRANSACTION_TYPES, Transaction
+from lab.models import LABEL_MAX_LENGTH, MAX_INTEGER, TRANSACTION_TYPES, Transaction
 
 TEMPLATE_FOLDER = str(Path(__file__).parent / "templates")
 FILTER_FIELDS = ("wallet", "type", "asset", "label", "label_contains", "unlabelled", "contact", "from", "to", "limit")
@@ -42,6 +43,8 @@ def filters_from(args: MultiDict[str, str]) -> queries.Filters:
     unknown = sorted(set(args) - set(FILTER_FIELDS) - {"cursor"})
     if unknown:
         raise BadInput(unknown[0], f"unknown parameter; known: {', '.join(FILTER_FIELDS + ('cursor',))}")
+    for name, value in args.items(multi=True):
+        _check_text(name, value)
     kind = _blank_to_none(args.get("type"))
     if kind is not None and kind not in TRANSACTION_TYPES:
         raise BadInput("type", f"must be one of {', '.join(TRANSACTION_TYPES)}, not {kind!r}")
@@ -69,7 +72,7 @@ def filters_from(args: MultiDict[str, str]) -> queries.Filters:
         label=label,
         label_contains=label_contains,
         unlabelled=unlabelled,
-        contact_id=_int(args, "contact", minimum=1),
+        contact_id=_int(args, "contact", minimum=1, maximum=MAX_INTEGER),
         date_from=date_from,
         date_to=date_to,
         limit=_int(args, "limit", minimum=1, maximum=queries.MAX_PAGE_SIZE) or queries.DEFAULT_PAGE_SIZE,
@@ -95,40 +98,74 @@ def _int(args: Mapping[str, str], name: str, minimum: int, maximum: int | None =
     raw = _blank_to_none(args.get(name))
     if raw is None:
         return None
-    if not raw.isdigit():
-        raise BadInput(name, f"must be a whole number, not {raw!r}")
-    value = int(raw)
+    value = _whole_number(raw)
+    if value is None:
+        raise BadInput(name, f"must be a whole number, not {raw[:30]!r}")
     if value < minimum or (maximum is not None and value > maximum):
         bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-        raise BadInput(name, f"must be {bounds}, not {value}")
+        raise BadInput(name, f"must be {bounds}, not {raw[:30]}")
     return value
+
+
+def _whole_number(raw: str) -> int | None:
+    """ASCII digits as an int, else None. str.isdigit() alone accepts '²', which int() refuses
+    (a 500); and int() refuses more than 4,300 digits: any such number is out of range anyway."""
+    if not (raw.isascii() and raw.isdigit()):
+        return None
+    digits = raw.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 20 else 10**20
+
+
+def _check_text(field: str, value: str) -> None:
+    # PostgreSQL refuses NUL in text (a 500 there, stored on the others), and no driver can
+    # send an unpaired surrogate ("\ud800" is valid JSON): refused alike on every backend.
+    if "\x00" in value or any("\ud800" <= c <= "\udfff" for c in value):
+        raise BadInput(field, "must not contain NUL characters or unpaired surrogates")
+
+
+def _from_form() -> bool:
+    # A form sends every field as text; JSON has numbers, so a string there is a type error.
+    return not (has_request_context() and request.is_json)
+
+
+_OFFSET_SENT_AS_SPACE = re.compile(r"(\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d(?::?\d\d)?)$")
 
 
 def _timestamp(args: Mapping[str, str], name: str) -> dt.datetime | None:
     raw = _blank_to_none(args.get(name))
     if raw is None:
         return None
+    # An unencoded "+02:00" in a hand-written URL arrives as " 02:00": put the sign back.
+    raw = _OFFSET_SENT_AS_SPACE.sub(r"\1+\2", raw)
     try:
         value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "T", 1))
     except ValueError:
         raise BadInput(name, f"must be an ISO 8601 date or time (UTC unless an offset is given), not {raw!r}") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
+    try:
+        return value.astimezone(dt.timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise BadInput(name, f"must be within years 1 to 9999 in UTC, not {raw!r}") from None
 
 
-def json_body() -> dict[str, Any]:
+def json_body(*required: str) -> dict[str, Any]:
+    """The request's JSON object; each `required` key must be present (null is a value)."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise BadInput("body", "must be a JSON object, sent with Content-Type: application/json")
+    for key in required:
+        if key not in body:
+            raise BadInput(key, "required (send null to clear it)" if key != "version" else
+                           "required: the version of the row you saw")
     return body
 
 
 def seen_version(value: Any) -> int:
     """The version the user saw, from JSON (int) or a form (digits)."""
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if type(value) is not int or value < 1:
+    if isinstance(value, str) and _from_form():
+        value = _whole_number(value.strip())
+    if type(value) is not int or not 1 <= value <= MAX_INTEGER:
         raise BadInput("version", "required: the version of the row you saw, a whole number >= 1")
     return value
 
@@ -138,6 +175,7 @@ def label_value(value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         raise BadInput("label", "must be a string or null")
+    _check_text("label", value)
     value = value.strip()
     if len(value) > LABEL_MAX_LENGTH:
         raise BadInput("label", f"at most {LABEL_MAX_LENGTH} characters, got {len(value)}")
@@ -145,12 +183,16 @@ def label_value(value: Any) -> str | None:
 
 
 def contact_value(value: Any) -> int | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if value is None:
         return None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
+    if isinstance(value, str) and _from_form():
+        if not value.strip():  # the form's "none" choice
+            return None
+        value = _whole_number(value.strip())
     if type(value) is not int or value < 1:
         raise BadInput("contact_id", "must be a contact id (a whole number >= 1) or null to clear")
+    if value > MAX_INTEGER:  # no such contact can exist; PostgreSQL would fail on the UPDATE
+        raise queries.UnknownContact(f"no contact with id {value}")
     return value
 
 
@@ -199,7 +241,11 @@ def render_page(page: queries.Page, filters: queries.Filters, contacts: list[dic
 def back_to_list(form: Mapping[str, str]) -> str:
     """Where a form edit returns: the list with the filters the user had (never another site)."""
     query = form.get("return_to", "")
-    return "/transactions" + (f"?{query}" if query and "://" not in query else "")
+    # Control characters (CR/LF) cannot go into a Location header: the redirect would fail
+    # with a 500 *after* the edit was committed. Such a return_to is dropped, like a URL.
+    if not query or "://" in query or any(c < " " or c == "\x7f" for c in query):
+        return "/transactions"
+    return f"/transactions?{query}"
 
 
 # ---- app-wide behaviour ----------------------------------------------------------------
@@ -244,7 +290,10 @@ def install(app: Flask, engine: Callable[[], Engine]) -> None:
         click.echo(f"schema ready on {engine().url.render_as_string(hide_password=True)}")
 
     @app.cli.command("seed")
-    @click.option("--size", default=2_000, show_default=True, help=f"transactions, {seed.MIN_SIZE}..{seed.MAX_SIZE}")
+    @click.option(
+        "--size", default=2_000, show_default=True, help=f"transactions, {seed.MIN_SIZE}..{seed.MAX_SIZE}",
+        type=click.IntRange(seed.MIN_SIZE, seed.MAX_SIZE),  # a usage error, not a traceback
+    )
     @click.option("--seed", "seed_value", default=seed.DEFAULT_SEED, show_default=True)
     def seed_command(size: int, seed_value: int) -> None:
         """Replace all rows with the deterministic data set."""
@@ -256,3 +305,25 @@ def _error(status: int, message: str, field: str | None, **extra: Any) -> tuple[
     if request.path.startswith("/api/"):
         return jsonify({"error": message, "field": field, **extra}), status
     return render_template("error.html", status=status, message=message, field=field), status
+
+
+# ---- numbered pages (OFFSET): only the offset_pagination lesson serves these -------------
+
+def offset_page_from(args: MultiDict[str, str]) -> tuple[queries.Filters, int]:
+    """The filters and the `page` number (from 1) of a numbered-page request."""
+    rest = MultiDict(args)
+    rest.poplist("page")  # filters_from refuses parameters it does not know
+    if "cursor" in rest:
+        raise BadInput("cursor", "numbered pages take `page`, not a cursor")
+    page_number = _int(args, "page", minimum=1, maximum=queries.MAX_OFFSET_PAGE) or 1
+    return filters_from(rest), page_number
+
+
+def offset_page_dict(page: queries.OffsetPage, filters: queries.Filters) -> dict[str, Any]:
+    return {
+        "items": [row_dict(row) for row in page.rows],
+        "page": page.number,
+        "next_page": page.number + 1 if page.has_more else None,
+        "limit": filters.limit,
+        "total": {"count": page.total, "capped": page.total_capped},
+    }

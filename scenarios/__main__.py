@@ -14,7 +14,7 @@ import sys
 from sqlalchemy import create_engine, text
 
 from lab import databases
-from lab.harness.runner import CellResult, compare, matrix_table, run_cell, scenario_modules
+from lab.harness.runner import CellResult, compare, matrices, run_cell, scenario_modules, write_readme_matrix
 
 
 def parse_args(argv: list[str], causes: list[str]) -> argparse.Namespace:
@@ -29,6 +29,8 @@ def parse_args(argv: list[str], causes: list[str]) -> argparse.Namespace:
     parser.add_argument("--cause", action="append", default=[], help="run only this cause or myth (repeatable; comma-separated)")
     parser.add_argument("--app", choices=("broken", "fixed", "claim", "cure"), help="run only this side")
     parser.add_argument("--timeline", action="store_true", help="print every step (default when --cause is given)")
+    parser.add_argument("--readme", action="store_true",
+                        help="after a full run on all backends with every cell as expected, write the matrix into README.md")
     return parser.parse_args(argv)
 
 
@@ -82,15 +84,19 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(run_cell(module, app, backend, echo))
                 sys.stdout.flush()
 
-    for kind, title in (("cause", "Causes (broken and fixed app)"), ("myth", "Myths (the claim, and the cure)")):
-        rows = [r for r in results if modules[r.cause].CAUSE.kind == kind]
-        if rows:
-            print(f"\n{title}\n\n{matrix_table(rows, backends)}")
+    tables = matrices(results, backends, {name: module.CAUSE.kind for name, module in modules.items()})
+    print("\n" + tables)
     problems = compare(results)
     if problems:
         print("\nNOT AS EXPECTED:\n  " + "\n  ".join(problems))
         return 1
     print(f"\nall {len(results)} cells as expected (scenarios/expected_matrix.json)")
+    if args.readme:
+        if args.cause or args.app or len(backends) < len(databases.BACKENDS):
+            print("--readme needs a full run: no --cause or --app, and --db all", file=sys.stderr)
+            return 2
+        write_readme_matrix(tables)
+        print("README.md matrix updated")
     return 0
 
 

@@ -90,6 +90,9 @@ def walk_api(client: Any, params: dict[str, Any] | list[tuple[str, str]], limit:
         assert body["limit"] == (limit or 50)
         assert len(body["items"]) <= body["limit"]
         totals.append(body["total"])
+        seen = {item["id"] for item in items}
+        repeated = [item["id"] for item in body["items"] if item["id"] in seen]
+        assert not repeated, f"rows {repeated} came back on a later page"  # fail fast, no endless walk
         items.extend(body["items"])
         cursor = body["next_cursor"]
         if cursor is None:

@@ -166,3 +166,21 @@ def test_stale_form_edit_gets_an_error_page_and_changes_nothing(client, engine) 
         assert "changed by someone else" in page.text and "version 2" in page.text
         assert snapshot(engine) == before
     assert db_row(engine, row["id"]) == {"id": row["id"], "version": 2, "label": "mine", "contact_id": None}
+
+
+def test_json_edit_must_name_the_field_it_changes(client, engine) -> None:  # type: ignore[no-untyped-def]
+    """`{"version": 1}` alone must not silently clear the label or the contact."""
+    row = client.get("/api/transactions?limit=1").get_json()["items"][0]
+    for path, field in (("label", "label"), ("contact", "contact_id")):
+        reply = client.post(f"/api/transactions/{row['id']}/{path}", json={"version": row["version"]})
+        assert reply.status_code == 400 and reply.get_json()["field"] == field
+    after = client.get("/api/transactions?limit=1").get_json()["items"][0]
+    assert after == row
+
+
+def test_label_contains_folds_non_ascii_case_on_every_backend(client) -> None:  # type: ignore[no-untyped-def]
+    row = client.get("/api/transactions?limit=1").get_json()["items"][0]
+    reply = client.post(f"/api/transactions/{row['id']}/label", json={"label": "ÉCOLE fees", "version": row["version"]})
+    assert reply.status_code == 200
+    found = client.get("/api/transactions?label_contains=école").get_json()["items"]
+    assert [r["id"] for r in found] == [row["id"]]

@@ -171,6 +171,10 @@ def test_date_range_bounds_are_exact_to_the_microsecond(client) -> None:  # type
     assert api_ids(client, [("from", (stamp - tick).isoformat()), ("to", (stamp + tick).isoformat())]) == group
     rows, total = walk_html(client, [("from", stamp.astimezone(plus2).isoformat()), ("to", (stamp + tick).isoformat())])
     assert [r["id"] for r in rows] == group and total == 3
+    # Hand-written URLs often leave "+" unencoded, which arrives as a space: still an offset.
+    raw = f"/api/transactions?from={stamp.astimezone(plus2).isoformat()}&to={(stamp + tick).astimezone(plus2).isoformat()}"
+    assert "+02:00" in raw
+    assert [i["id"] for i in client.get(raw).get_json()["items"]] == group
 
 
 def _page_boundaries_inside_groups(order: list[int], rows: dict[int, dict[str, Any]], limit: int) -> int:
@@ -347,21 +351,28 @@ def test_one_page_costs_the_same_statements_whatever_its_size(client, engine) ->
     one per request either way, never one per row).
     """
     statements: list[str] = []
+    parameters: list[Any] = []
 
-    def count(_conn, _cursor, statement, _parameters, _context, _executemany) -> None:  # type: ignore[no-untyped-def]
+    def count(_conn, _cursor, statement, params, _context, _executemany) -> None:  # type: ignore[no-untyped-def]
         if statement.strip().upper() != "BEGIN":
             statements.append(statement)
+            parameters.append(params)
 
     event.listen(engine, "before_cursor_execute", count)
     try:
         per_size = {}
         for limit in (10, 200):
             statements.clear()
+            parameters.clear()
             body = client.get("/api/transactions", query_string={"limit": limit}).get_json()
             assert len(body["items"]) == limit
             # Wallet and contact of every row are there without a query per row.
             assert sum(1 for i in body["items"] if i["contact"]) > 0 and all(i["wallet"]["name"] for i in body["items"])
             per_size[limit] = list(statements)
+            # The count stops in the database at COUNT_CAP + 1 rows instead of scanning all.
+            assert "LIMIT" in statements[-1].upper() and "count(" in statements[-1].lower()
+            values = parameters[-1].values() if isinstance(parameters[-1], dict) else parameters[-1]
+            assert queries.COUNT_CAP + 1 in values, parameters[-1]
         html_counts = []
         for limit in (10, 200):
             statements.clear()

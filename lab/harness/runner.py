@@ -173,3 +173,48 @@ def matrix_table(results: list[CellResult], backends: list[str]) -> str:
         cells = [by_cell[(cause, app, b)].verdict if (cause, app, b) in by_cell else "" for app, b in columns]
         lines.append(f"| {cause} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def matrices(results: list[CellResult], backends: list[str], kinds: dict[str, str]) -> str:
+    """The causes table and the myths table, each under a heading."""
+    parts = []
+    for kind, title in (("cause", "Causes (broken and fixed app)"), ("myth", "Myths (the claim, and the cure)")):
+        rows = [r for r in results if kinds.get(r.cause) == kind]
+        if rows:
+            parts.append(f"{title}\n\n{matrix_table(rows, backends)}")
+    return "\n\n".join(parts)
+
+
+README = REPO_ROOT / "README.md"
+MATRIX_START, MATRIX_END = "<!-- matrix:start", "<!-- matrix:end -->"
+
+
+def write_readme_matrix(tables: str) -> None:
+    """Replace what stands between the matrix markers of README.md with `tables`."""
+    text = README.read_text()
+    start = text.index(MATRIX_START)
+    start = text.index("\n", start) + 1
+    end = text.index(MATRIX_END)
+    README.write_text(text[:start] + tables + "\n" + text[end:])
+
+
+def readme_matrix_cells() -> dict[tuple[str, str, str], str]:
+    """(cause, app, backend) -> verdict, as the README's generated tables state them."""
+    text = README.read_text()
+    block = text[text.index(MATRIX_START):text.index(MATRIX_END)]
+    cells: dict[tuple[str, str, str], str] = {}
+    columns: list[tuple[str, str]] = []
+    for line in block.splitlines():
+        if line.startswith("| cause |"):
+            columns = [_column(header) for header in line.strip("|").split("|")[1:]]
+        elif line.startswith("| ") and columns:
+            name, *verdicts = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            for (app, backend), verdict in zip(columns, verdicts):
+                if verdict:
+                    cells[(name, app, backend)] = verdict
+    return cells
+
+
+def _column(header: str) -> tuple[str, str]:
+    app, server = (part.strip() for part in header.split("·"))
+    return app, {"SQLite": "sqlite", "PostgreSQL": "postgresql", "MariaDB": "mariadb"}[server.split()[0]]
