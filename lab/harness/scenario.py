@@ -34,7 +34,7 @@ class Cause:
     def app_modules(self) -> dict[str, str]:
         """app label -> importable module with `create_app`; myths run without an app."""
         if self.kind == "myth":
-            return {"claim": ""}
+            return {"claim": "", "cure": ""}
         return {"broken": self.broken_module or f"broken.{self.name}", "fixed": "fixed.app"}
 
 
