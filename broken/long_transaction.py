@@ -1,0 +1,146 @@
+"""# BUG: long_transaction -- a per-thread reader keeps its REPEATABLE READ transaction across requests.
+
+What the user sees: an edit is acknowledged (200, new version), the database has it, yet every
+later view of the list served by the same worker thread shows the row as it was at that
+thread's first page view; only restarting the workers "fixes" it.
+Why: each worker thread keeps one read Session from request to request ("no session setup per
+page view, and a page and its count from one snapshot"). Nothing ever closes it, so the
+transaction it began at its first read never ends. Under REPEATABLE READ (set here for
+PostgreSQL, MariaDB's default) and in SQLite's WAL, every statement of a transaction reads the
+snapshot taken at its first read. The stale data is in the database snapshot, not in the ORM:
+the identity map lets go of a page's objects after the response, so every view loads new
+objects, from old row versions. (Under READ COMMITTED a new query would be fresh; only objects
+still held in the session would stay old.) On PostgreSQL, the idle_in_transaction timeout later
+kills the reader's connection, and every page on that thread fails until a restart.
+Cure: end the transaction with the request: read through the app-context-scoped session that
+Flask-SQLAlchemy removes at teardown (fixed/app.py). REPEATABLE READ itself is harmless when
+the transaction lasts one request.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading  # BUG: for the per-thread reader below
+from typing import Any, Callable, TypeVar
+
+from flask import Flask, redirect, request
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response
+
+from lab import labmode, queries, web
+from lab.engine import configure_engine, database_url, engine_options
+from lab.models import Base
+
+T = TypeVar("T")
+
+# Session rules that keep every page fresh (each broken variant breaks exactly one):
+# 1. Flask-SQLAlchemy's `db.session` is scoped to the app context, which Flask pushes per
+#    request, and removed at its teardown: each request starts with an empty identity map
+#    and a new transaction, so its first read sees everything committed before it.
+# 2. Writes commit explicitly and roll back on any error; reads end with the request.
+# 3. No ORM object outlives its request: responses are built from plain dicts.
+# 4. Nothing touches the database at import: the schema is made by `flask init-db`.
+# 5. Edits are optimistic: they carry the version the user saw; a stale one gets 409.
+# Run: `flask --app fixed.app init-db`, `flask --app fixed.app seed`, then
+# `gunicorn 'fixed.app:create_app()'`; the job: `flask --app fixed.app worker < ids`.
+
+db = SQLAlchemy(model_class=Base)
+
+
+def current_session() -> Session:
+    """The session that serves the current request (or job): every route gets it from here."""
+    # FIX: Flask-SQLAlchemy's session, scoped to the app context (one per request) and
+    # removed, which closes it and ends its transaction, when that context is torn down.
+    return db.session()
+
+
+# BUG: one read session per worker thread, kept from request to request "so a page view costs
+# no session setup, and a page and its count come from one snapshot".
+_readers = threading.local()
+
+
+def read_session() -> Session:
+    """The session the list pages read through."""
+    # BUG: never closed, so its REPEATABLE READ transaction, begun at its first read, outlives
+    # every request: each later page shows the database as it was at that first read.
+    if not hasattr(_readers, "session"):
+        engine = db.engine
+        if engine.dialect.name != "sqlite":  # BUG: SQLite's only transactions are snapshots already
+            engine = engine.execution_options(isolation_level="REPEATABLE READ")
+        _readers.session = Session(engine)
+    return _readers.session
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__, template_folder=web.TEMPLATE_FOLDER)
+    url = (config or {}).get("SQLALCHEMY_DATABASE_URI") or database_url()
+    app.config.update(SQLALCHEMY_DATABASE_URI=url, SQLALCHEMY_ENGINE_OPTIONS=engine_options(url))
+    app.config.update(config or {})
+    db.init_app(app)
+    with app.app_context():
+        configure_engine(db.engine)  # creates no connection
+    web.install(app, engine=lambda: db.engine)
+    labmode.install(app, session=current_session, engine=lambda: db.engine)
+
+    def write(change: Callable[[Session], T]) -> T:
+        # FIX: explicit commit when the change succeeded, rollback when anything failed.
+        try:
+            result = change(current_session())
+            current_session().commit()
+            return result
+        except Exception:
+            current_session().rollback()
+            raise
+
+    @app.get("/api/transactions")
+    def api_transactions() -> dict[str, Any]:
+        filters = web.filters_from(request.args)
+        return web.page_dict(queries.list_page(read_session(), filters), filters)  # BUG: the kept reader
+
+    @app.get("/transactions")
+    def transactions_page() -> str:
+        filters = web.filters_from(request.args)
+        # BUG: the page reads through the kept reader as well
+        contacts = [{"id": c.id, "name": c.name} for c in queries.list_contacts(read_session())]
+        return web.render_page(queries.list_page(read_session(), filters), filters, contacts)
+
+    @app.post("/api/transactions/<int:tx_id>/label")
+    def api_edit_label(tx_id: int) -> dict[str, Any]:
+        body = web.json_body("label", "version")
+        label, version = web.label_value(body.get("label")), web.seen_version(body.get("version"))
+        return write(lambda s: web.row_dict(queries.update_label(s, tx_id, label, version)))
+
+    @app.post("/api/transactions/<int:tx_id>/contact")
+    def api_edit_contact(tx_id: int) -> dict[str, Any]:
+        body = web.json_body("contact_id", "version")
+        contact, version = web.contact_value(body.get("contact_id")), web.seen_version(body.get("version"))
+        return write(lambda s: web.row_dict(queries.update_contact(s, tx_id, contact, version)))
+
+    @app.post("/transactions/<int:tx_id>/label")
+    def form_edit_label(tx_id: int) -> Response:
+        label, version = web.label_value(request.form.get("label")), web.seen_version(request.form.get("version"))
+        write(lambda s: queries.update_label(s, tx_id, label, version))
+        return redirect(web.back_to_list(request.form), code=303)
+
+    @app.post("/transactions/<int:tx_id>/contact")
+    def form_edit_contact(tx_id: int) -> Response:
+        contact, version = web.contact_value(request.form.get("contact_id")), web.seen_version(request.form.get("version"))
+        write(lambda s: queries.update_contact(s, tx_id, contact, version))
+        return redirect(web.back_to_list(request.form), code=303)
+
+    @app.cli.command("worker")
+    def worker() -> None:
+        """A queue consumer: for each transaction id read from stdin, print that row as JSON."""
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            with app.app_context():  # FIX: a new app context, so a new session, for every job
+                try:
+                    result = web.row_dict(queries.get_transaction(current_session(), int(line)))
+                except (ValueError, queries.NotFound) as error:
+                    result = {"error": str(error)}
+            print(json.dumps(result), flush=True)
+
+    return app
