@@ -21,7 +21,12 @@ STATEMENT_TIMEOUT_MS = 5_000
 LOCK_TIMEOUT_MS = 3_000
 # PostgreSQL ends a session that sits idle inside a transaction: an open transaction pins
 # old row versions (vacuum cannot remove them) and, under REPEATABLE READ, a stale snapshot.
+# (LAB_IDLE_IN_TRANSACTION_TIMEOUT_MS overrides it: scenarios that wait for it shorten it.)
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000
+
+
+def idle_in_transaction_timeout_ms() -> int:
+    return int(os.environ.get("LAB_IDLE_IN_TRANSACTION_TIMEOUT_MS", IDLE_IN_TRANSACTION_TIMEOUT_MS))
 
 
 def database_url() -> str:
@@ -64,7 +69,7 @@ def engine_options(url: str | URL) -> dict[str, Any]:
             "options": (
                 f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
                 f" -c lock_timeout={LOCK_TIMEOUT_MS}"
-                f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+                f" -c idle_in_transaction_session_timeout={idle_in_transaction_timeout_ms()}"
             )
         }
     else:

@@ -46,7 +46,10 @@ def install(app: Flask, session: Callable[[], Session], engine: Callable[[], Eng
 
     @app.after_request
     def _db_conn_header(response: Response) -> Response:
-        response.headers["X-DB-Conn"] = _request_connection_id(session)
+        try:
+            response.headers["X-DB-Conn"] = _request_connection_id(session)
+        except Exception as error:  # a broken variant's dead session must not hide X-Served-By
+            response.headers["X-DB-Conn"] = f"error:{type(error).__name__}"
         return response
 
     @app.get("/_lab/hold/<key>")

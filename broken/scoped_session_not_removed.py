@@ -1,0 +1,129 @@
+"""# BUG: scoped_session_not_removed -- a thread-local scoped_session that is never removed.
+
+What the user sees: under gunicorn's threaded workers a page keeps showing a row as it was
+when that worker thread first read it, after an edit was saved and acknowledged (SQLite,
+MariaDB). On PostgreSQL pages look fresh, but after 30 s of quiet a thread's pages answer
+500 ("Can't reconnect until invalid transaction is rolled back").
+Why: `scoped_session(sessionmaker())` keys its sessions by thread, and gthread threads serve
+request after request. Nobody calls `remove()` (nor commit/rollback after a read), so each
+thread's session keeps the transaction its first read began, and its connection with it.
+The snapshot is taken at that first read: SQLite (WAL) and InnoDB (REPEATABLE READ) answer
+every later read from it. PostgreSQL's READ COMMITTED takes a new snapshot per statement
+(and nothing holds the ORM objects), but the connection sits "idle in transaction" until
+idle_in_transaction_session_timeout ends it; then the session fails every read until
+something calls rollback().
+Cure: end the session with the request: `@app.teardown_appcontext` calling
+`db_session.remove()`, or Flask-SQLAlchemy's `db.session`, which does it (fixed/app.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable, TypeVar
+
+from flask import Flask, redirect, request
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.orm import Session, scoped_session, sessionmaker  # BUG: a registry of our own
+from werkzeug.wrappers import Response
+
+from lab import labmode, queries, web
+from lab.engine import configure_engine, database_url, engine_options
+from lab.models import Base
+
+T = TypeVar("T")
+
+# Session rules that keep every page fresh (each broken variant breaks exactly one):
+# 1. Flask-SQLAlchemy's `db.session` is scoped to the app context, which Flask pushes per
+#    request, and removed at its teardown: each request starts with an empty identity map
+#    and a new transaction, so its first read sees everything committed before it.
+# 2. Writes commit explicitly and roll back on any error; reads end with the request.
+# 3. No ORM object outlives its request: responses are built from plain dicts.
+# 4. Nothing touches the database at import: the schema is made by `flask init-db`.
+# 5. Edits are optimistic: they carry the version the user saw; a stale one gets 409.
+# Run: `flask --app fixed.app init-db`, `flask --app fixed.app seed`, then
+# `gunicorn 'fixed.app:create_app()'`; the job: `flask --app fixed.app worker < ids`.
+
+db = SQLAlchemy(model_class=Base)
+# BUG: one session per thread (scoped_session's default scope), and nothing ever removes it.
+db_session = scoped_session(sessionmaker())
+
+
+def current_session() -> Session:
+    """The session that serves the current request (or job): every route gets it from here."""
+    # BUG: the current thread's session: a gthread thread serves many requests, so its
+    # session, identity map and open transaction carry over from one request to the next.
+    return db_session()
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__, template_folder=web.TEMPLATE_FOLDER)
+    url = (config or {}).get("SQLALCHEMY_DATABASE_URI") or database_url()
+    app.config.update(SQLALCHEMY_DATABASE_URI=url, SQLALCHEMY_ENGINE_OPTIONS=engine_options(url))
+    app.config.update(config or {})
+    db.init_app(app)
+    with app.app_context():
+        configure_engine(db.engine)  # creates no connection
+        db_session.configure(bind=db.engine)  # BUG: no teardown calls db_session.remove()
+    web.install(app, engine=lambda: db.engine)
+    labmode.install(app, session=current_session, engine=lambda: db.engine)
+
+    def write(change: Callable[[Session], T]) -> T:
+        # FIX: explicit commit when the change succeeded, rollback when anything failed.
+        try:
+            result = change(current_session())
+            current_session().commit()
+            return result
+        except Exception:
+            current_session().rollback()
+            raise
+
+    @app.get("/api/transactions")
+    def api_transactions() -> dict[str, Any]:
+        filters = web.filters_from(request.args)
+        return web.page_dict(queries.list_page(current_session(), filters), filters)
+
+    @app.get("/transactions")
+    def transactions_page() -> str:
+        filters = web.filters_from(request.args)
+        contacts = [{"id": c.id, "name": c.name} for c in queries.list_contacts(current_session())]
+        return web.render_page(queries.list_page(current_session(), filters), filters, contacts)
+
+    @app.post("/api/transactions/<int:tx_id>/label")
+    def api_edit_label(tx_id: int) -> dict[str, Any]:
+        body = web.json_body("label", "version")
+        label, version = web.label_value(body.get("label")), web.seen_version(body.get("version"))
+        return write(lambda s: web.row_dict(queries.update_label(s, tx_id, label, version)))
+
+    @app.post("/api/transactions/<int:tx_id>/contact")
+    def api_edit_contact(tx_id: int) -> dict[str, Any]:
+        body = web.json_body("contact_id", "version")
+        contact, version = web.contact_value(body.get("contact_id")), web.seen_version(body.get("version"))
+        return write(lambda s: web.row_dict(queries.update_contact(s, tx_id, contact, version)))
+
+    @app.post("/transactions/<int:tx_id>/label")
+    def form_edit_label(tx_id: int) -> Response:
+        label, version = web.label_value(request.form.get("label")), web.seen_version(request.form.get("version"))
+        write(lambda s: queries.update_label(s, tx_id, label, version))
+        return redirect(web.back_to_list(request.form), code=303)
+
+    @app.post("/transactions/<int:tx_id>/contact")
+    def form_edit_contact(tx_id: int) -> Response:
+        contact, version = web.contact_value(request.form.get("contact_id")), web.seen_version(request.form.get("version"))
+        write(lambda s: queries.update_contact(s, tx_id, contact, version))
+        return redirect(web.back_to_list(request.form), code=303)
+
+    @app.cli.command("worker")
+    def worker() -> None:
+        """A queue consumer: for each transaction id read from stdin, print that row as JSON."""
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            with app.app_context():  # BUG: no new session: every job reuses this thread's
+                try:
+                    result = web.row_dict(queries.get_transaction(current_session(), int(line)))
+                except (ValueError, queries.NotFound) as error:
+                    result = {"error": str(error)}
+            print(json.dumps(result), flush=True)
+
+    return app

@@ -1,0 +1,132 @@
+"""# BUG: scoped_session_wrong_scope -- one session per user instead of one per request.
+
+What the user sees: after another user's edit was acknowledged, a user keeps seeing the row as
+at their first page view, on every worker thread (SQLite, MariaDB). On PostgreSQL pages look
+fresh until a user pauses for 30 s; from then on that user's pages answer 500 ("Can't
+reconnect until invalid transaction is rolled back"), on every thread.
+Why: the scopefunc returns the user (X-User, set by the sign-in proxy), so all requests of a
+user, on any thread, get the same Session, and nothing removes it. Its first read began a
+transaction that never ends: SQLite (WAL) and InnoDB (REPEATABLE READ) answer later reads from
+that first snapshot; PostgreSQL (READ COMMITTED) reads fresh rows, but leaves the connection
+"idle in transaction" until idle_in_transaction_session_timeout ends it, and the session fails
+every read until something calls rollback(). Concurrent requests of a user share it across threads.
+Cure: scope the session to the request (Flask-SQLAlchemy's `db.session`, removed at teardown,
+as in fixed/app.py); keep per-user state in the database or the Flask session, not in a Session.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable, TypeVar
+
+from flask import Flask, has_request_context, redirect, request
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.orm import Session, scoped_session, sessionmaker  # BUG: a registry of our own
+from werkzeug.wrappers import Response
+
+from lab import labmode, queries, web
+from lab.engine import configure_engine, database_url, engine_options
+from lab.models import Base
+
+T = TypeVar("T")
+
+# Session rules that keep every page fresh (each broken variant breaks exactly one):
+# 1. Flask-SQLAlchemy's `db.session` is scoped to the app context, which Flask pushes per
+#    request, and removed at its teardown: each request starts with an empty identity map
+#    and a new transaction, so its first read sees everything committed before it.
+# 2. Writes commit explicitly and roll back on any error; reads end with the request.
+# 3. No ORM object outlives its request: responses are built from plain dicts.
+# 4. Nothing touches the database at import: the schema is made by `flask init-db`.
+# 5. Edits are optimistic: they carry the version the user saw; a stale one gets 409.
+# Run: `flask --app fixed.app init-db`, `flask --app fixed.app seed`, then
+# `gunicorn 'fixed.app:create_app()'`; the job: `flask --app fixed.app worker < ids`.
+
+db = SQLAlchemy(model_class=Base)
+
+
+# BUG: one session per signed-in user (X-User, set by the sign-in proxy), kept between their
+# requests (nothing calls remove()) and handed to whichever thread serves them.
+db_session = scoped_session(
+    sessionmaker(), scopefunc=lambda: request.headers.get("X-User", "-") if has_request_context() else "jobs"
+)
+
+
+def current_session() -> Session:
+    """The session that serves the current request (or job): every route gets it from here."""
+    # BUG: the signed-in user's session, with the identity map and the open transaction of
+    # their earlier requests, whichever thread served those.
+    return db_session()
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__, template_folder=web.TEMPLATE_FOLDER)
+    url = (config or {}).get("SQLALCHEMY_DATABASE_URI") or database_url()
+    app.config.update(SQLALCHEMY_DATABASE_URI=url, SQLALCHEMY_ENGINE_OPTIONS=engine_options(url))
+    app.config.update(config or {})
+    db.init_app(app)
+    with app.app_context():
+        configure_engine(db.engine)  # creates no connection
+        db_session.configure(bind=db.engine)  # BUG: no teardown calls db_session.remove()
+    web.install(app, engine=lambda: db.engine)
+    labmode.install(app, session=current_session, engine=lambda: db.engine)
+
+    def write(change: Callable[[Session], T]) -> T:
+        # FIX: explicit commit when the change succeeded, rollback when anything failed.
+        try:
+            result = change(current_session())
+            current_session().commit()
+            return result
+        except Exception:
+            current_session().rollback()
+            raise
+
+    @app.get("/api/transactions")
+    def api_transactions() -> dict[str, Any]:
+        filters = web.filters_from(request.args)
+        return web.page_dict(queries.list_page(current_session(), filters), filters)
+
+    @app.get("/transactions")
+    def transactions_page() -> str:
+        filters = web.filters_from(request.args)
+        contacts = [{"id": c.id, "name": c.name} for c in queries.list_contacts(current_session())]
+        return web.render_page(queries.list_page(current_session(), filters), filters, contacts)
+
+    @app.post("/api/transactions/<int:tx_id>/label")
+    def api_edit_label(tx_id: int) -> dict[str, Any]:
+        body = web.json_body("label", "version")
+        label, version = web.label_value(body.get("label")), web.seen_version(body.get("version"))
+        return write(lambda s: web.row_dict(queries.update_label(s, tx_id, label, version)))
+
+    @app.post("/api/transactions/<int:tx_id>/contact")
+    def api_edit_contact(tx_id: int) -> dict[str, Any]:
+        body = web.json_body("contact_id", "version")
+        contact, version = web.contact_value(body.get("contact_id")), web.seen_version(body.get("version"))
+        return write(lambda s: web.row_dict(queries.update_contact(s, tx_id, contact, version)))
+
+    @app.post("/transactions/<int:tx_id>/label")
+    def form_edit_label(tx_id: int) -> Response:
+        label, version = web.label_value(request.form.get("label")), web.seen_version(request.form.get("version"))
+        write(lambda s: queries.update_label(s, tx_id, label, version))
+        return redirect(web.back_to_list(request.form), code=303)
+
+    @app.post("/transactions/<int:tx_id>/contact")
+    def form_edit_contact(tx_id: int) -> Response:
+        contact, version = web.contact_value(request.form.get("contact_id")), web.seen_version(request.form.get("version"))
+        write(lambda s: queries.update_contact(s, tx_id, contact, version))
+        return redirect(web.back_to_list(request.form), code=303)
+
+    @app.cli.command("worker")
+    def worker() -> None:
+        """A queue consumer: for each transaction id read from stdin, print that row as JSON."""
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            with app.app_context():  # BUG: no new session: every job reuses the "jobs" one
+                try:
+                    result = web.row_dict(queries.get_transaction(current_session(), int(line)))
+                except (ValueError, queries.NotFound) as error:
+                    result = {"error": str(error)}
+            print(json.dumps(result), flush=True)
+
+    return app
