@@ -27,7 +27,8 @@ from typing import Any
 from lab.harness.probes import (SHORT_IDLE_TIMEOUT_ENV, connection_state, outlive_idle_timeout, read_on, served_where_steered, short_error,
                                 transaction_events)
 from lab.harness.scenario import Cause, Scenario
-from lab.harness.steering import Steering, Visitor
+from lab.harness.server import Actor
+from lab.harness.steering import Steering
 from lab.harness.steps import audit_row, edit_label
 from lab.harness.verdicts import CRASH, FRESH, INCONCLUSIVE, STALE, Judgement
 
@@ -39,8 +40,8 @@ NEW_LABEL = "checked by bob"
 
 def run(s: Scenario) -> dict[str, Any]:
     server = s.serve(workers=1, threads=2, env=SHORT_IDLE_TIMEOUT_ENV)
-    alice = Visitor("alice", server.port, headers={"X-User": "alice"})
-    bob = Visitor("bob", server.port, headers={"X-User": "bob"})
+    alice = Actor("alice", server.port, headers={"X-User": "alice"})
+    bob = Actor("bob", server.port, headers={"X-User": "bob"})
     auditor = s.engine()
     steer = Steering(s, server, slots=2, name="thread")
     t1, t2 = steer.slots

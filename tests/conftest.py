@@ -8,7 +8,6 @@ configured or does not answer is skipped, unless LAB_REQUIRE_BACKENDS names it (
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Iterator
 
 import pytest

@@ -14,13 +14,12 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from sqlalchemy import Engine, create_engine
 
 from lab.engine import configure_engine, engine_options
 from lab.harness.server import Actor, GunicornServer
-from lab.harness.verdicts import Judgement
 
 
 @dataclass(frozen=True)
@@ -163,11 +162,3 @@ class Hold:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
-
-
-def wait_for(predicate: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {seconds} s")
-        time.sleep(0.01)

@@ -65,12 +65,13 @@ class Actor:
     name: str
     port: int
     timeout: float = 15.0
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request (e.g. X-User)
 
     def request(self, method: str, path: str, *, json_body: Any = None, form: dict[str, str] | None = None,
                 params: dict[str, Any] | None = None) -> Reply:
         if params:
             path = f"{path}?{urlencode(params, doseq=True)}"
-        headers = {"X-Lab-Actor": self.name, "Connection": "close"}
+        headers = {"X-Lab-Actor": self.name, "Connection": "close", **self.headers}
         body: bytes | None = None
         if json_body is not None:
             body, headers["Content-Type"] = json.dumps(json_body).encode(), "application/json"

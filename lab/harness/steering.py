@@ -12,16 +12,11 @@ the steering is certain; a scenario that must wait longer releases all and `reta
 
 from __future__ import annotations
 
-import http.client
 import itertools
-import json
 import time
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urlencode
 
 from lab.harness.scenario import Hold, Scenario
-from lab.harness.server import Actor, GunicornServer, Reply
+from lab.harness.server import GunicornServer
 from lab.labmode import HOLD_LIMIT_SECONDS
 
 
@@ -85,31 +80,3 @@ class Steering:
         self._hold_all(len(self.slots))
         if set(self.holds) != set(self.slots):
             raise SteeringFailed(f"the {self.name}s changed: {sorted(self.slots)} became {sorted(self.holds)}")
-
-
-@dataclass
-class Visitor(Actor):
-    """An actor whose requests carry extra headers (e.g. the user an auth proxy signed in)."""
-
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def request(self, method: str, path: str, *, json_body: Any = None, form: dict[str, str] | None = None,
-                params: dict[str, Any] | None = None) -> Reply:
-        if form is not None:
-            raise NotImplementedError("Visitor sends JSON bodies only")
-        if params:
-            path = f"{path}?{urlencode(params, doseq=True)}"
-        headers = {"X-Lab-Actor": self.name, "Connection": "close", **self.headers}
-        body: bytes | None = None
-        if json_body is not None:
-            body, headers["Content-Type"] = json.dumps(json_body).encode(), "application/json"
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
-        sent_at = time.monotonic()
-        try:
-            connection.request(method, path, body=body, headers=headers)
-            response = connection.getresponse()
-            data = response.read()
-            return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, data,
-                         sent_at, time.monotonic())
-        finally:
-            connection.close()
