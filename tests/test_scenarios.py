@@ -49,3 +49,34 @@ def test_scenario_gives_the_expected_verdict(cause: str, app: str, backend: str,
         assert (recomputed.verdict, recomputed.proof) == (stored["verdict"], stored["proof"])
         assert stored["schema_version"] == 1 and stored["backend"] == backend and stored["timeline"]
         assert (Path(cell.path or "").parent.parent / "latest" / "result.json").exists()
+
+
+def test_readme_matrix_is_the_expected_matrix() -> None:
+    """The README's table was generated from a real run (make readme); the scenario tests above
+    check fresh runs against expected_matrix.json, so README == expected means README == fresh."""
+    from lab.harness.runner import readme_matrix_cells
+
+    expected = {(cause, app, backend): cell["verdict"] for cause, apps in load_expected().items()
+                for app, backends in apps.items() for backend, cell in backends.items()}
+    assert readme_matrix_cells() == expected, "README matrix is out of date: run `make readme`"
+
+
+def test_cli_names_the_valid_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    from scenarios.__main__ import main
+
+    assert main(["--cause", "no_such_cause"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown cause no_such_cause" in err and "uncommitted" in err
+    assert main(["--db", "oracle"]) == 2
+    assert "sqlite, postgresql, mariadb, all" in capsys.readouterr().err
+
+
+def test_cli_names_the_url_and_make_services_when_a_server_is_down(monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from lab.harness.server import free_port
+    from scenarios.__main__ import main
+
+    monkeypatch.setenv("LAB_TEST_POSTGRESQL_URL", f"postgresql+psycopg://lab:lab@127.0.0.1:{free_port()}/lab_test")
+    assert main(["--db", "postgresql", "--cause", "uncommitted"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "127.0.0.1" in err and "make services" in err

@@ -83,8 +83,8 @@ def run_cell(module: ModuleType, app: str, backend: str, echo: Callable[[str], N
     db_url = ""
     clock = time.perf_counter()
     try:
-        # Private per run and per test worker: the same cell may run in two workers at once.
-        worker = os.environ.get("PYTEST_XDIST_WORKER", "cli")
+        # Private per test worker or process: the same cell may run in two places at once.
+        worker = os.environ.get("PYTEST_XDIST_WORKER") or f"p{os.getpid()}"
         db_url = databases.private_database(backend, f"lab_scn_{worker}_{cause.name}_{app}"[:63], workdir)
         version = _prepare_database(db_url)
         scenario = Scenario(cause, app, cause.app_modules[app], backend, db_url, workdir, echo)

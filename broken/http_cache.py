@@ -1,0 +1,126 @@
+"""# BUG: http_cache -- the list views are cached for five minutes (Flask-Caching, SimpleCache).
+
+What the user sees: the edit answers 200 and is in the database, yet the list page and the API
+keep showing the old label on that worker until the cached copy times out.
+Why: @cache.cached stores the whole response of the first request for a URL and answers later
+requests for it without running the view: no session, no transaction, no query (the lab's
+X-DB-Conn header says "none"). The staleness is in neither the ORM nor the database but in an
+HTTP-level cache; SimpleCache is also per process, so each gunicorn worker has its own copy.
+The response still says `Cache-Control: no-cache`, which binds browsers and proxies only.
+Cure: do not cache pages that change with every edit (fixed/app.py); if one must, cache plain
+data in a shared store and delete the entries an edit affects when it commits.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable, TypeVar
+
+from flask import Flask, redirect, request
+from flask_caching import Cache  # BUG: caches whole responses of views that change with every edit
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response
+
+from lab import labmode, queries, web
+from lab.engine import configure_engine, database_url, engine_options
+from lab.models import Base
+
+T = TypeVar("T")
+
+# Session rules that keep every page fresh (each broken variant breaks exactly one):
+# 1. Flask-SQLAlchemy's `db.session` is scoped to the app context, which Flask pushes per
+#    request, and removed at its teardown: each request starts with an empty identity map
+#    and a new transaction, so its first read sees everything committed before it.
+# 2. Writes commit explicitly and roll back on any error; reads end with the request.
+# 3. No ORM object outlives its request: responses are built from plain dicts.
+# 4. Nothing touches the database at import: the schema is made by `flask init-db`.
+# 5. Edits are optimistic: they carry the version the user saw; a stale one gets 409.
+# Run: `flask --app fixed.app init-db`, `flask --app fixed.app seed`, then
+# `gunicorn 'fixed.app:create_app()'`; the job: `flask --app fixed.app worker < ids`.
+
+db = SQLAlchemy(model_class=Base)
+cache = Cache(config={"CACHE_TYPE": "SimpleCache", "CACHE_DEFAULT_TIMEOUT": 300})  # BUG: pages cached 5 min
+
+
+def current_session() -> Session:
+    """The session that serves the current request (or job): every route gets it from here."""
+    # FIX: Flask-SQLAlchemy's session, scoped to the app context (one per request) and
+    # removed, which closes it and ends its transaction, when that context is torn down.
+    return db.session()
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__, template_folder=web.TEMPLATE_FOLDER)
+    url = (config or {}).get("SQLALCHEMY_DATABASE_URI") or database_url()
+    app.config.update(SQLALCHEMY_DATABASE_URI=url, SQLALCHEMY_ENGINE_OPTIONS=engine_options(url))
+    app.config.update(config or {})
+    db.init_app(app)
+    cache.init_app(app)  # BUG: a per-process cache of whole responses
+    with app.app_context():
+        configure_engine(db.engine)  # creates no connection
+    web.install(app, engine=lambda: db.engine)
+    labmode.install(app, session=current_session, engine=lambda: db.engine)
+
+    def write(change: Callable[[Session], T]) -> T:
+        # FIX: explicit commit when the change succeeded, rollback when anything failed.
+        try:
+            result = change(current_session())
+            current_session().commit()
+            return result
+        except Exception:
+            current_session().rollback()
+            raise
+
+    @app.get("/api/transactions")
+    @cache.cached(query_string=True)  # BUG: later requests get this response, not the database
+    def api_transactions() -> dict[str, Any]:
+        filters = web.filters_from(request.args)
+        return web.page_dict(queries.list_page(current_session(), filters), filters)
+
+    @app.get("/transactions")
+    @cache.cached(query_string=True)  # BUG: later requests get this response, not the database
+    def transactions_page() -> str:
+        filters = web.filters_from(request.args)
+        contacts = [{"id": c.id, "name": c.name} for c in queries.list_contacts(current_session())]
+        return web.render_page(queries.list_page(current_session(), filters), filters, contacts)
+
+    @app.post("/api/transactions/<int:tx_id>/label")
+    def api_edit_label(tx_id: int) -> dict[str, Any]:
+        body = web.json_body("label", "version")
+        label, version = web.label_value(body.get("label")), web.seen_version(body.get("version"))
+        return write(lambda s: web.row_dict(queries.update_label(s, tx_id, label, version)))
+
+    @app.post("/api/transactions/<int:tx_id>/contact")
+    def api_edit_contact(tx_id: int) -> dict[str, Any]:
+        body = web.json_body("contact_id", "version")
+        contact, version = web.contact_value(body.get("contact_id")), web.seen_version(body.get("version"))
+        return write(lambda s: web.row_dict(queries.update_contact(s, tx_id, contact, version)))
+
+    @app.post("/transactions/<int:tx_id>/label")
+    def form_edit_label(tx_id: int) -> Response:
+        label, version = web.label_value(request.form.get("label")), web.seen_version(request.form.get("version"))
+        write(lambda s: queries.update_label(s, tx_id, label, version))
+        return redirect(web.back_to_list(request.form), code=303)
+
+    @app.post("/transactions/<int:tx_id>/contact")
+    def form_edit_contact(tx_id: int) -> Response:
+        contact, version = web.contact_value(request.form.get("contact_id")), web.seen_version(request.form.get("version"))
+        write(lambda s: queries.update_contact(s, tx_id, contact, version))
+        return redirect(web.back_to_list(request.form), code=303)
+
+    @app.cli.command("worker")
+    def worker() -> None:
+        """A queue consumer: for each transaction id read from stdin, print that row as JSON."""
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            with app.app_context():  # FIX: a new app context, so a new session, for every job
+                try:
+                    result = web.row_dict(queries.get_transaction(current_session(), int(line)))
+                except (ValueError, queries.NotFound) as error:
+                    result = {"error": str(error)}
+            print(json.dumps(result), flush=True)
+
+    return app
