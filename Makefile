@@ -80,3 +80,46 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 	@echo "  one target per cause, each with its full timeline [DB=...]:"
 	@for cause in $(CAUSES); do echo "  make $$cause"; done
+
+# ---- loads (loadtests/, issue 4): locust readers and writers, broken and fixed side by side ----
+USERS ?= 50
+DURATION ?= 20
+
+.PHONY: load
+load: venv ## Locust load on broken/$(CAUSE).py, then the fixed app: stale reads, lost writes, errors side by side CAUSE=... [DB=...] [USERS=50] [DURATION=20]
+	@test -n "$(CAUSE)" || { echo "CAUSE is required, e.g. make load CAUSE=uncommitted"; exit 2; }
+	$(PY) -m loadtests --cause $(CAUSE) --db $(DB) --users $(USERS) --duration $(DURATION) --size $(SIZE)
+
+.PHONY: load-distributed
+load-distributed: venv ## The same load from a locust master and two workers on 127.0.0.1 CAUSE=... [DB=...] [USERS=50] [DURATION=20]
+	@test -n "$(CAUSE)" || { echo "CAUSE is required, e.g. make load-distributed CAUSE=uncommitted"; exit 2; }
+	$(PY) -m loadtests --cause $(CAUSE) --db $(DB) --users $(USERS) --duration $(DURATION) --size $(SIZE) --distributed
+# ---- end of loads ----
+
+# ---- make bench: the transactions page at 1M rows (issue 6); not part of `make test` -----------
+# DB defaults to sqlite above for the other targets; the benchmark runs every backend that
+# answers unless DB is given (`make bench DB=postgresql`). The data sets stay in lab_bench
+# databases (var/bench/ for SQLite) and are reused by the next run; `make clean` drops them.
+BENCH_DB = $(if $(filter file,$(origin DB)),all,$(DB))
+
+.PHONY: bench
+bench: venv ## Benchmark the fixed page at 1M rows against the database's floor (prints a table, writes results/<db>/bench/) [DB=sqlite|postgresql|mariadb|all]
+	$(PY) -m bench --db $(BENCH_DB)
+# ---- end of bench ----
+
+# ---- notebooks (notebooks/, issue 5): generated from notebooks/texts/*.md, executed on the backends LAB_TEST_* point to ----
+.PHONY: notebooks
+notebooks: venv ## Regenerate and execute every notebook (commits outputs of a real run)
+	$(PY) -m notebooks.build --execute
+# ---- end of notebooks ----
+
+# ---- report (lab/report.py, issue 5): one self-contained HTML page and its Markdown twin ----
+# DB defaults to sqlite above for the other targets; unless DB is given, the report runs the
+# missing cells on SQLite and every server that answers (auto), and says in the report which
+# server did not answer. It reads the latest results and runs only what has no result yet.
+REPORT_DB = $(if $(filter file,$(origin DB)),auto,$(DB))
+
+.PHONY: report
+report: venv ## Write reports/report.html (self-contained) and reports/report.md from the latest results, running what is missing [DB=auto|sqlite|postgresql|mariadb|all]
+	$(PY) -m lab.report --run-missing --db $(REPORT_DB)
+# ---- end of report ----

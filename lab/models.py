@@ -7,7 +7,8 @@ Column types are chosen to behave the same on SQLite, PostgreSQL and MariaDB:
 - an empty label is stored as NULL, which is what "unlabelled" means.
 
 Indexes serve the list page: newest first with `id` as the unique tie-breaker, per wallet and
-per filter column (see lab/queries.py for the statements they serve).
+per filter column (lab/queries.py has the statements they serve; lab/INDEXES.md the plans on
+each backend at 1M rows, and why each index is there).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from decimal import Context, Decimal
 from typing import Any, Optional
 
 from sqlalchemy import (
+    DDL,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -26,6 +28,7 @@ from sqlalchemy import (
     String,
     TypeDecorator,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
@@ -95,6 +98,17 @@ def _label_type() -> Any:
     )
 
 
+# The columns a list filter compares with a value (see lab/queries.py `_filtered`).
+FILTER_COLUMNS = ("wallet_id", "type", "asset_symbol", "contact_id", "label")
+
+
+def _newest_index(name: str, *leading: str, covering: bool = True) -> Index:
+    """An index in list order after `leading` (equality) columns, plus, when `covering`, the
+    other filter columns as trailing key columns (portable: no INCLUDE outside PostgreSQL)."""
+    rest = [column for column in FILTER_COLUMNS if column not in leading] if covering else []
+    return Index(name, *leading, "occurred_at", "id", *rest)
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -124,13 +138,19 @@ class Transaction(Base):
         CheckConstraint(f"type IN {TRANSACTION_TYPES}", name="ck_transactions_type"),
         CheckConstraint("version >= 1", name="ck_transactions_version"),
         CheckConstraint("label IS NULL OR label <> ''", name="ck_transactions_label_not_empty"),
-        # The list page: newest first, id breaks ties; the same order within one wallet.
-        Index("ix_transactions_newest", "occurred_at", "id"),
-        Index("ix_transactions_wallet_newest", "wallet_id", "occurred_at", "id"),
-        Index("ix_transactions_asset_newest", "asset_symbol", "occurred_at", "id"),
-        Index("ix_transactions_type_newest", "type", "occurred_at", "id"),
-        Index("ix_transactions_contact_newest", "contact_id", "occurred_at", "id"),
-        Index("ix_transactions_label", "label"),
+        # The list page, newest first with id breaking ties (lab/INDEXES.md has the plans):
+        # the whole list, one wallet, one asset, one label (or none), one contact and one type
+        # each in that order; the first four also carry every other filter column, so any
+        # combination of filters is checked inside one index, without reading the table.
+        _newest_index("ix_transactions_newest"),
+        _newest_index("ix_transactions_wallet_newest", "wallet_id"),
+        _newest_index("ix_transactions_asset_newest", "asset_symbol"),
+        _newest_index("ix_transactions_label_newest", "label"),
+        _newest_index("ix_transactions_contact_newest", "contact_id", covering=False),
+        _newest_index("ix_transactions_type_newest", "type", covering=False),
+        # "label contains": a trigram index, PostgreSQL only (pg_trgm; see TRIGRAM_EXTENSION).
+        Index("ix_transactions_label_trgm", "label", postgresql_using="gin",
+              postgresql_ops={"label": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -155,3 +175,10 @@ class Transaction(Base):
 
     def __repr__(self) -> str:
         return f"<Transaction {self.id} v{self.version} label={self.label!r}>"
+
+
+# The trigram operator class of ix_transactions_label_trgm comes from the pg_trgm extension.
+# It is "trusted" since PostgreSQL 13: the owner of the database may create it, no superuser
+# needed (the lab's role owns its databases). Made with the table, so `init-db` needs no step.
+TRIGRAM_EXTENSION = DDL("CREATE EXTENSION IF NOT EXISTS pg_trgm").execute_if(dialect="postgresql")
+event.listen(Transaction.__table__, "before_create", TRIGRAM_EXTENSION)
