@@ -35,7 +35,7 @@ lock: ## Re-resolve requirements.in into requirements.lock (exact pins)
 	.lock-venv/bin/pip freeze > requirements.lock && rm -rf .lock-venv
 
 .PHONY: serve
-serve: venv ## Create, seed (SIZE=2000) and serve the fixed app on 127.0.0.1:$(PORT) under gunicorn
+serve: venv ## Create, seed (SIZE=2000) and serve the fixed app on 127.0.0.1:PORT (8000) under gunicorn
 	$(VENV)/bin/flask --app fixed.app init-db
 	$(VENV)/bin/flask --app fixed.app seed --size $(SIZE)
 	@echo "serving the fixed app on http://127.0.0.1:$(PORT)/transactions (Ctrl-C stops it)"
@@ -54,7 +54,7 @@ readme: venv ## Run the full matrix on all backends and write it into README.md 
 	$(PY) -m scenarios --db all --readme
 
 .PHONY: diff
-diff: ## Show the lesson: diff -u fixed/app.py broken/$(CAUSE).py
+diff: ## Show the lesson: diff -u fixed/app.py broken/CAUSE.py (make diff CAUSE=...)
 	@test -n "$(CAUSE)" -a -f "broken/$(CAUSE).py" || { echo "CAUSE must be one of: $(basename $(notdir $(filter-out broken/__init__.py,$(wildcard broken/*.py))))"; exit 2; }
 	@diff -u fixed/app.py broken/$(CAUSE).py || true
 
@@ -86,7 +86,7 @@ USERS ?= 50
 DURATION ?= 20
 
 .PHONY: load
-load: venv ## Locust load on broken/$(CAUSE).py, then the fixed app: stale reads, lost writes, errors side by side CAUSE=... [DB=...] [USERS=50] [DURATION=20]
+load: venv ## Locust load on broken/CAUSE.py, then the fixed app: stale reads, lost writes, errors side by side CAUSE=... [DB=...] [USERS=50] [DURATION=20]
 	@test -n "$(CAUSE)" || { echo "CAUSE is required, e.g. make load CAUSE=uncommitted"; exit 2; }
 	$(PY) -m loadtests --cause $(CAUSE) --db $(DB) --users $(USERS) --duration $(DURATION) --size $(SIZE)
 
