@@ -23,8 +23,9 @@ from typing import Any, Callable, Iterable
 
 from sqlalchemy import create_engine, select
 
-from lab import databases, seed
-from lab.engine import REPO_ROOT, configure_engine, engine_options, server_version
+from lab import databases
+from lab.engine import REPO_ROOT, configure_engine, engine_options
+from lab.harness.runner import prepare_database
 from lab.harness.server import GunicornServer
 from lab.models import Transaction
 from loadtests import checker
@@ -146,16 +147,6 @@ def server_exceptions(log_path: Path) -> dict[str, int]:
         return {}
     counts = Counter(EXCEPTION_LINE.findall(log_path.read_text(errors="replace")))
     return dict(counts.most_common())
-
-
-def prepare_database(db_url: str, size: int) -> str:
-    engine = configure_engine(create_engine(db_url, **engine_options(db_url)))
-    try:
-        seed.create_schema(engine)
-        seed.seed(engine, size)
-        return server_version(engine)
-    finally:
-        engine.dispose()
 
 
 def locust_env(options: LoadOptions, wait: bool = True) -> dict[str, str]:

@@ -86,7 +86,7 @@ def run_cell(module: ModuleType, app: str, backend: str, echo: Callable[[str], N
         # Private per test worker or process: the same cell may run in two places at once.
         worker = os.environ.get("PYTEST_XDIST_WORKER") or f"p{os.getpid()}"
         db_url = databases.private_database(backend, f"lab_scn_{worker}_{cause.name}_{app}"[:63], workdir)
-        version = _prepare_database(db_url)
+        version = prepare_database(db_url, SCENARIO_SEED_SIZE)
         scenario = Scenario(cause, app, cause.app_modules[app], backend, db_url, workdir, echo)
         observations = module.run(scenario)
         judgement: Judgement = module.judge(observations)
@@ -124,11 +124,12 @@ def run_cell(module: ModuleType, app: str, backend: str, echo: Callable[[str], N
     return CellResult(cause.name, app, backend, judgement.verdict, judgement.proof, judgement.staleness, version, str(path))
 
 
-def _prepare_database(db_url: str) -> str:
+def prepare_database(db_url: str, size: int) -> str:
+    """Create the schema, seed `size` deterministic rows, and name the server that holds them."""
     engine = configure_engine(create_engine(db_url, **engine_options(db_url)))
     try:
         seed.create_schema(engine)
-        seed.seed(engine, SCENARIO_SEED_SIZE)
+        seed.seed(engine, size)
         return server_version(engine)
     finally:
         engine.dispose()
