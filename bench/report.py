@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab.results import link_latest, new_run_dir
+
 SCHEMA_VERSION = 1
 IN_PROCESS_P50_MS = 10.0
 DEEP_OVER_FIRST = 1.5
@@ -134,17 +136,12 @@ def header(result: dict[str, Any]) -> str:
 
 def run_directory(results_dir: Path, backend: str, started: dt.datetime) -> Path:
     """results/<backend>/bench/<timestamp>/ (made now: the gunicorn log goes there too)."""
-    run_dir = results_dir / backend / "bench" / started.strftime("%Y%m%dT%H%M%S.%fZ")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    return new_run_dir(results_dir / backend / "bench", started)
 
 
 def write(result: dict[str, Any], run_dir: Path) -> Path:
     """bench.json in the run's folder, and a `latest` link beside the folder."""
     path = run_dir / "bench.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
-    temporary = run_dir.parent / f".latest-{run_dir.name}"
-    temporary.unlink(missing_ok=True)
-    temporary.symlink_to(run_dir.name)
-    temporary.replace(run_dir.parent / "latest")  # atomic: a reader never sees a missing link
+    link_latest(run_dir)
     return path

@@ -25,6 +25,7 @@ from sqlalchemy import create_engine, select
 
 from lab import databases
 from lab.engine import REPO_ROOT, configure_engine, engine_options
+from lab import results
 from lab.harness.runner import prepare_database
 from lab.harness.server import GunicornServer
 from lab.models import Transaction
@@ -198,16 +199,9 @@ def measure_ratio(port: int, out_dir: Path, options: LoadOptions) -> dict[str, A
 
 
 def results_dir(backend: str, cause: str, started: dt.datetime, distributed: bool) -> Path:
-    folder = RESULTS_DIR / backend / cause / "load"
-    run_dir = folder / (started.strftime("%Y%m%dT%H%M%S.%fZ") + ("-distributed" if distributed else ""))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    return results.new_run_dir(RESULTS_DIR / backend / cause / "load", started, "-distributed" if distributed else "")
 
 
 def link_latest(run_dir: Path, distributed: bool = False) -> None:
     """Point `latest` (or `latest-distributed`) in the cause's load folder at this run."""
-    name = "latest-distributed" if distributed else "latest"
-    tmp_link = run_dir.parent / f".{name}-{os.getpid()}"
-    tmp_link.unlink(missing_ok=True)
-    tmp_link.symlink_to(run_dir.name)
-    tmp_link.replace(run_dir.parent / name)  # atomic: a reader never sees a missing link
+    results.link_latest(run_dir, "latest-distributed" if distributed else "latest")

@@ -27,6 +27,7 @@ from lab import databases, seed
 from lab.engine import REPO_ROOT, configure_engine, engine_options, server_version
 from lab.harness.scenario import Cause, Scenario
 from lab.harness.verdicts import INCONCLUSIVE, NOT_APPLICABLE, Judgement
+from lab.results import link_latest, new_run_dir
 
 RESULT_SCHEMA_VERSION = 1
 RESULTS_DIR = REPO_ROOT / "results"
@@ -136,15 +137,10 @@ def prepare_database(db_url: str, size: int) -> str:
 
 
 def _store(result: dict[str, Any], backend: str, cause: str, app: str, started: dt.datetime) -> Path:
-    folder = RESULTS_DIR / backend / cause / app
-    run_dir = folder / started.strftime("%Y%m%dT%H%M%S.%fZ")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = new_run_dir(RESULTS_DIR / backend / cause / app, started)
     path = run_dir / "result.json"
     path.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    latest = folder / "latest"
-    tmp_link = folder / f".latest-{started.timestamp()}"
-    tmp_link.symlink_to(run_dir.name)
-    tmp_link.replace(latest)  # atomic: a reader never sees a missing link
+    link_latest(run_dir)
     return path
 
 
