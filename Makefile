@@ -23,6 +23,9 @@ export LAB_TEST_MARIADB_URL ?= mysql+pymysql://lab:lab@127.0.0.1:3306/lab_test
 $(VENV)/.installed: requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.lock
+	@# The doctor (doctor/stale_doctor) is importable in the lab's venv from its source tree;
+	@# users install it with `pip install <this repository>` (pyproject.toml), without the lab.
+	echo "$(CURDIR)/doctor" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/stale-doctor-lab.pth"
 	touch $@
 
 .PHONY: venv
@@ -52,6 +55,10 @@ $(CAUSES): venv
 .PHONY: readme
 readme: venv ## Run the full matrix on all backends and write it into README.md (needs make services)
 	$(PY) -m scenarios --db all --readme
+
+.PHONY: doctor
+doctor: venv ## Run every cause with the stale-data doctor in the broken and the fixed app; print what it found [DB=...]
+	$(PY) -m scenarios --db $(DB) --doctor
 
 .PHONY: diff
 diff: ## Show the lesson: diff -u fixed/app.py broken/CAUSE.py (make diff CAUSE=...)

@@ -10,10 +10,16 @@ never be the difference between them. It adds:
   `<LAB_CONTROL_DIR>/release-<key>`, so the next request must go to another thread;
 - `/_lab/ping`: a trivial endpoint that touches nothing.
 None of it opens a transaction of its own or keeps an ORM object.
+
+`LAB_EXTENSIONS` (independent of LAB_MODE) names extensions to install the same way in every
+variant, as `module:callable` called with (app, session): `make doctor` installs the
+stale-data doctor this way, so it is never the difference between a broken app and the fixed
+one. The ground imports no extension: they are found by name at run time.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import threading
@@ -33,6 +39,7 @@ def enabled() -> bool:
 
 
 def install(app: Flask, session: Callable[[], Session], engine: Callable[[], Engine]) -> None:
+    install_extensions(app, session)
     if not enabled():
         return
     with app.app_context():
@@ -67,6 +74,13 @@ def install(app: Flask, session: Callable[[], Session], engine: Callable[[], Eng
     @app.get("/_lab/ping")
     def _ping() -> dict[str, Any]:
         return {"pid": os.getpid()}
+
+
+def install_extensions(app: Flask, session: Callable[[], Session]) -> None:
+    """Each `module:callable` of LAB_EXTENSIONS (comma-separated), called as callable(app, session)."""
+    for spec in filter(None, (item.strip() for item in os.environ.get("LAB_EXTENSIONS", "").split(","))):
+        module_name, _, attribute = spec.partition(":")
+        getattr(importlib.import_module(module_name), attribute)(app, session)
 
 
 def watch_engine(engine: Engine) -> None:

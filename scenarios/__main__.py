@@ -9,11 +9,13 @@ cell matches; an INCONCLUSIVE cell fails the run.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from sqlalchemy import create_engine, text
 
 from lab import databases
+from lab.harness.doctor_matrix import doctor_problems, doctor_table
 from lab.harness.runner import CellResult, compare, matrices, run_cell, scenario_modules, write_readme_matrix
 
 
@@ -29,6 +31,9 @@ def parse_args(argv: list[str], causes: list[str]) -> argparse.Namespace:
     parser.add_argument("--cause", action="append", default=[], help="run only this cause or myth (repeatable; comma-separated)")
     parser.add_argument("--app", choices=("broken", "fixed", "claim", "cure"), help="run only this side")
     parser.add_argument("--timeline", action="store_true", help="print every step (default when --cause is given)")
+    parser.add_argument("--doctor", action="store_true",
+                        help="install the stale-data doctor in every app (broken and fixed alike), run the causes "
+                             "and print what it found beside each verdict (make doctor)")
     parser.add_argument("--readme", action="store_true",
                         help="after a full run on all backends with every cell as expected, write the matrix into README.md")
     return parser.parse_args(argv)
@@ -72,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2
 
+    if args.doctor:
+        os.environ["LAB_DOCTOR"] = "1"  # read by the harness: every app it starts gets the doctor
+        wanted = [name for name in wanted if modules[name].CAUSE.kind == "cause"]
     show_timeline = args.timeline or bool(args.cause)
     echo = print if show_timeline else (lambda line: print(line) if line.startswith(("[", "  =>")) else None)
     results: list[CellResult] = []
@@ -87,10 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     tables = matrices(results, backends, {name: module.CAUSE.kind for name, module in modules.items()})
     print("\n" + tables)
     problems = compare(results)
+    if args.doctor:
+        print("\nWhat the doctor found (broken app · fixed app):\n\n" + doctor_table(results, backends))
+        problems += doctor_problems(results)
     if problems:
         print("\nNOT AS EXPECTED:\n  " + "\n  ".join(problems))
         return 1
-    print(f"\nall {len(results)} cells as expected (scenarios/expected_matrix.json)")
+    print(f"\nall {len(results)} cells as expected (scenarios/expected_matrix.json)"
+          + (": the doctor named each broken app's cause and found the fixed app clean" if args.doctor else ""))
     if args.readme:
         if args.cause or args.app or len(backends) < len(databases.BACKENDS):
             print("--readme needs a full run: no --cause or --app, and --db all", file=sys.stderr)

@@ -25,7 +25,7 @@ from sqlalchemy import create_engine
 
 from lab import databases, seed
 from lab.engine import REPO_ROOT, configure_engine, engine_options, server_version
-from lab.harness.scenario import Cause, Scenario
+from lab.harness.scenario import Cause, Scenario, doctor_requested
 from lab.harness.verdicts import INCONCLUSIVE, NOT_APPLICABLE, Judgement
 from lab.results import link_latest, new_run_dir
 
@@ -65,6 +65,7 @@ class CellResult:
     staleness: str
     server_version: str
     path: str | None = None
+    doctor: list[str] | None = None  # causes the doctor reported (make doctor), None when it was not installed
 
 
 def run_cell(module: ModuleType, app: str, backend: str, echo: Callable[[str], None]) -> CellResult:
@@ -79,6 +80,7 @@ def run_cell(module: ModuleType, app: str, backend: str, echo: Callable[[str], N
     workdir = Path(tempfile.mkdtemp(prefix=f"lab-{cause.name}-{app}-{backend}-"))
     echo(f"[{cause.name} | {app} | {backend}] {cause.title}")
     observations: dict[str, Any] = {}
+    doctor: dict[str, Any] | None = None
     version = ""
     scenario: Scenario | None = None
     db_url = ""
@@ -97,6 +99,7 @@ def run_cell(module: ModuleType, app: str, backend: str, echo: Callable[[str], N
     finally:
         if scenario is not None:
             scenario.close()  # stops servers and holds, disposes engines
+            doctor = read_doctor_findings(scenario)
         if db_url:
             try:
                 databases.drop_database(db_url)  # also ends sessions a broken app left open
@@ -120,9 +123,22 @@ def run_cell(module: ModuleType, app: str, backend: str, echo: Callable[[str], N
         "observations": observations,
         "timeline": [asdict(step) for step in (scenario.steps if scenario else [])],
     }
+    if doctor is not None:
+        result["doctor"] = doctor
     path = _store(result, backend, cause.name, app, started)
     shutil.rmtree(workdir, ignore_errors=True)
-    return CellResult(cause.name, app, backend, judgement.verdict, judgement.proof, judgement.staleness, version, str(path))
+    return CellResult(cause.name, app, backend, judgement.verdict, judgement.proof, judgement.staleness, version, str(path),
+                      doctor=doctor["causes"] if doctor is not None else None)
+
+
+def read_doctor_findings(scenario: Scenario) -> dict[str, Any] | None:
+    """What the doctor wrote while the scenario's apps ran (after they stopped), if it was installed."""
+    if not doctor_requested():
+        return None
+    path = scenario.doctor_path
+    lines = path.read_text().splitlines() if path.exists() else []
+    findings = [json.loads(line) for line in lines if line.strip()]
+    return {"causes": sorted({f["cause"] for f in findings}), "findings": findings}
 
 
 def prepare_database(db_url: str, size: int) -> str:

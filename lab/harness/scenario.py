@@ -10,6 +10,7 @@ A scenario module in `scenarios/` defines
 from __future__ import annotations
 
 import json
+import os
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -20,6 +21,21 @@ from sqlalchemy import Engine, create_engine
 
 from lab.engine import configure_engine, engine_options
 from lab.harness.server import Actor, GunicornServer
+
+
+# `make doctor` (LAB_DOCTOR=1): every app a scenario starts, broken or fixed, gets the doctor,
+# installed by lab mode's extension hook; the scenario's own steps are unchanged. The job
+# threshold is short because a scenario lasts seconds, not hours; "your code" is the lab's.
+DOCTOR_ENV = {
+    "LAB_EXTENSIONS": "stale_doctor:StaleDoctor",
+    "STALE_DOCTOR_APP_PACKAGES": "broken,fixed,lab",
+    "STALE_DOCTOR_JOB_MAX_SECONDS": "1",
+    "STALE_DOCTOR_PROBE": "1",
+}
+
+
+def doctor_requested() -> bool:
+    return os.environ.get("LAB_DOCTOR") == "1"
 
 
 @dataclass(frozen=True)
@@ -69,12 +85,19 @@ class Scenario:
     # ---- running the app ---------------------------------------------------------------
 
     @property
+    def doctor_path(self) -> Path:
+        return self.workdir / "doctor.jsonl"
+
+    @property
     def lab_env(self) -> dict[str, str]:
-        return {
+        env = {
             "LAB_DATABASE_URL": self.db_url,
             "LAB_TXLOG": str(self.txlog_path),
             "LAB_CONTROL_DIR": str(self.control_dir),
         }
+        if doctor_requested():
+            env.update(DOCTOR_ENV, STALE_DOCTOR_FILE=str(self.doctor_path))
+        return env
 
     def serve(self, workers: int = 1, threads: int = 1, preload: bool = False,
               env: dict[str, str] | None = None) -> GunicornServer:

@@ -1,0 +1,62 @@
+"""The causes the doctor names: the lab's own names, with the cure and where the lab shows each.
+
+A finding carries one of these names; `flask stale-doctor report` prints the cure and the
+lab's `make <cause>` target and notebook beside it, so the reader can watch the bug happen on
+an app they did not write, then fix their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LAB_URL = "https://github.com/stale-data-lab/flask-sqlalchemy-stale-data-lab"
+
+
+@dataclass(frozen=True)
+class CauseInfo:
+    name: str
+    title: str  # what the doctor saw, in a few words
+    cure: str
+
+    @property
+    def make_target(self) -> str:
+        return f"make {self.name}"
+
+    @property
+    def notebook(self) -> str:
+        return f"notebooks/{self.name}.ipynb"
+
+
+CAUSES: dict[str, CauseInfo] = {c.name: c for c in (
+    CauseInfo("global_cache", "ORM objects loaded by one request are still used by later ones",
+              "keep no ORM object beyond its request: build plain dicts per request; if a page must be "
+              "cached, cache plain data in a shared store and invalidate it when the edit commits"),
+    CauseInfo("shared_session", "one Session serves several requests",
+              "one Session per request, removed at its end (Flask-SQLAlchemy's db.session, or "
+              "scoped_session + teardown_appcontext calling remove())"),
+    CauseInfo("uncommitted", "a request's changes were rolled back when its session ended",
+              "commit() when the change succeeded, rollback() when it failed; flush() is not commit()"),
+    CauseInfo("scoped_session_not_removed", "a thread-local scoped_session is never removed",
+              "@app.teardown_appcontext calling db_session.remove(), or Flask-SQLAlchemy's db.session"),
+    CauseInfo("scoped_session_wrong_scope", "a scoped_session keyed coarser than the request",
+              "scope the session to the request (Flask-SQLAlchemy's db.session, removed at teardown); "
+              "keep per-user state in the database or the Flask session, not in a Session"),
+    CauseInfo("pool_across_fork", "a pooled connection made in one process is used in another",
+              "touch no database before the fork (no queries at import or app creation); if you must, "
+              "call engine.dispose(close=False) in each child (or in gunicorn's post_fork)"),
+    CauseInfo("long_transaction", "a transaction lives longer than its request",
+              "end the transaction with the request; REPEATABLE READ and SQLite snapshots are harmless "
+              "when the transaction lasts one request"),
+    CauseInfo("background_app_context", "a job's app context keeps its session and transaction open",
+              "push a new app context (so a new session and a short transaction) per job, or wrap each "
+              "job in doctor.job() and commit/remove the session at its end"),
+    CauseInfo("http_cache", "a page that reads changing tables is served from a cache",
+              "do not cache pages that change with every edit; if one must be cached, delete the entries "
+              "an edit affects when it commits; send Cache-Control: no-store (or no-cache with a "
+              "validator derived from the rows' versions) on dynamic data"),
+    CauseInfo("offset_pagination", "pages numbered with OFFSET move under concurrent writes",
+              "keyset pagination: the next page starts strictly after the last row shown"),
+    CauseInfo("lost_update", "an UPDATE overwrites a row without checking what the user saw",
+              "optimistic locking: UPDATE ... WHERE id = ? AND version = <seen version> (or the mapper's "
+              "version_id_col); 0 rows means someone else changed it: answer 409"),
+)}

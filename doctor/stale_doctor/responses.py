@@ -1,0 +1,108 @@
+"""Statements and responses: http_cache and offset_pagination.
+
+Every statement a request runs is counted (so an endpoint that normally reads the database
+and once answers without a single statement was served from a view cache), checked for
+OFFSET beyond the first page, and for a locking read (FOR UPDATE, which protects a later
+read-modify-write from lost_update).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from .scopes import Scope
+
+if TYPE_CHECKING:
+    from .monitor import Monitor
+
+_OFFSET = re.compile(r"\bOFFSET\s+(\S+)", re.IGNORECASE)
+_MYSQL_LIMIT = re.compile(r"\bLIMIT\s+(\S+?)\s*,\s*\S+", re.IGNORECASE)
+_NAMED = re.compile(r"^(?:%\((\w+)\)s|:(\w+))")
+
+
+@dataclass
+class EndpointStats:
+    runs_with_sql: int = 0
+    tables: set[str] = field(default_factory=set)
+
+
+def offset_value(statement: str, parameters: Any) -> int | None:
+    """The OFFSET of a SELECT (`OFFSET n`, or MySQL's `LIMIT n, m`), resolved from its parameters."""
+    match = _OFFSET.search(statement) or _MYSQL_LIMIT.search(statement)
+    if match is None:
+        return None
+    token = match.group(1).split("::")[0].rstrip(")")
+    if token.isdigit():
+        return int(token)
+    named = _NAMED.match(token)
+    try:
+        if named and isinstance(parameters, Mapping):
+            return int(parameters[named.group(1) or named.group(2)])
+        if token in ("?", "%s") and isinstance(parameters, Sequence) and not isinstance(parameters, (str, bytes)):
+            index = statement[:match.start(1)].count(token)
+            return int(parameters[index])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    return None
+
+
+def on_cursor_execute(m: "Monitor", conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+                      executemany: bool) -> None:
+    scope = m.watched()
+    if scope is None:
+        return
+    scope.statements += 1
+    head = statement.lstrip()[:6].upper()
+    if head not in ("SELECT", "WITH"):
+        return
+    if "FOR UPDATE" in statement or "FOR SHARE" in statement or "LOCK IN SHARE MODE" in statement:
+        scope.locking_reads = True
+    if scope.kind != "request" or ("OFFSET" not in statement and "LIMIT" not in statement):
+        return
+    offset = offset_value(statement, parameters)
+    if offset:
+        m.emit("offset_pagination",
+               f"{scope.label()} reads a page with OFFSET {offset}: rows committed above it, or leaving the list, "
+               f"since the previous page shift every row, so this page repeats or skips rows",
+               f"offset@{scope.endpoint}", scope, offset=offset, sql=statement[:300])
+
+
+def check_response(m: "Monitor", scope: Scope, response: Any) -> None:
+    if scope.method not in ("GET", "HEAD") or not 200 <= response.status_code < 300 or scope.endpoint is None:
+        return
+    stats = m.endpoint_sql.setdefault(scope.endpoint, EndpointStats())
+    if scope.statements:
+        stats.runs_with_sql += 1
+        stats.tables |= scope.tables_read
+        _caching_headers(m, scope, response)
+        return
+    if stats.runs_with_sql and not scope.sessions and not m.global_cache_seen:
+        tables = sorted(stats.tables)
+        commits = [t for t in tables if m.table_commits.get(t, 0) > 0]
+        since = f"; this process committed to {', '.join(commits)} since" if commits else ""
+        m.emit("http_cache",
+               f"{scope.label()} answered {response.status_code} without running a single SQL statement, though "
+               f"{scope.endpoint} read {', '.join(tables) or 'the database'} on {stats.runs_with_sql} earlier "
+               f"request(s) in this process: the response came from a view cache{since}",
+               f"viewcache@{scope.endpoint}", scope, location="", tables=tables,
+               cache_control=response.headers.get("Cache-Control"))
+
+
+def _caching_headers(m: "Monitor", scope: Scope, response: Any) -> None:
+    control = response.cache_control
+    if control.no_store or control.no_cache:
+        return
+    lets_cache = (control.max_age or 0) > 0 or (control.s_maxage or 0) > 0 or control.public or (
+        response.expires is not None and response.expires.timestamp() > time.time())
+    if not lets_cache:
+        return
+    tables = sorted(scope.tables_read)
+    m.emit("http_cache",
+           f"{scope.label()} read {', '.join(tables) or 'the database'} and answered with "
+           f"Cache-Control: {response.headers.get('Cache-Control') or '-'}"
+           f"{' and Expires' if response.expires else ''}: a browser or proxy may show this page after the data changed",
+           f"headers@{scope.endpoint}", scope, location="", tables=tables,
+           cache_control=response.headers.get("Cache-Control"), expires=response.headers.get("Expires"))

@@ -1,0 +1,91 @@
+"""Who is running now: a request or a job, kept in a contextvar (never keyed on thread ids).
+
+gthread reuses threads and `id()` addresses are recycled, so ownership is keyed on a serial
+that only grows. A `Scope` holds no strong reference to sessions or ORM objects: weakrefs only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+import weakref
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+_serials = itertools.count(1)
+current: ContextVar["Scope | None"] = ContextVar("stale_doctor_scope", default=None)
+
+
+@dataclass(eq=False)
+class Scope:
+    """One request, or one job (an app context pushed outside a request, or `doctor.job()`)."""
+
+    kind: str  # "request" | "job"
+    app: Any  # the Flask app, by weak reference (see `app_ref`)
+    name: str  # "GET /transactions" or the job's name
+    method: str = ""
+    path: str = ""
+    endpoint: str | None = None
+    previous: "Scope | None" = None
+    placeholder: bool = False  # an app context pushed outside a request: a job until a request claims it
+    serial: int = field(default_factory=lambda: next(_serials))
+    pid: int = field(default_factory=os.getpid)
+    thread: int = field(default_factory=threading.get_ident)
+    thread_name: str = field(default_factory=lambda: threading.current_thread().name)
+    started: float = field(default_factory=time.monotonic)
+    ended: bool = False
+    status: int | None = None
+    statements: int = 0
+    tables_read: set[str] = field(default_factory=set)
+    sessions: list["weakref.ReferenceType[Any]"] = field(default_factory=list)
+    session_ids: set[int] = field(default_factory=set)
+    loaded: list["weakref.ReferenceType[Any]"] = field(default_factory=list)
+    locking_reads: bool = False
+    requests_served: int = 0  # for a placeholder: how many requests reused this app context
+    pending_raise: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.app = weakref.ref(self.app) if self.app is not None else (lambda: None)
+
+    def use_session(self, session: Any) -> bool:
+        """Remember that this scope used `session`; True the first time."""
+        key = id(session)
+        if key in self.session_ids:
+            return False
+        self.session_ids.add(key)
+        self.sessions.append(weakref.ref(session))
+        return True
+
+    def live_sessions(self) -> list[Any]:
+        return [s for s in (ref() for ref in self.sessions) if s is not None]
+
+    def summary(self) -> dict[str, Any]:
+        """The evidence that names this scope in a finding."""
+        data: dict[str, Any] = {"kind": self.kind, "serial": self.serial, "pid": self.pid,
+                                "thread": self.thread_name, "thread_id": self.thread}
+        if self.kind == "request":
+            data.update(method=self.method, path=self.path, endpoint=self.endpoint)
+            if self.status is not None:
+                data["status"] = self.status
+        else:
+            data["job"] = self.name
+        return data
+
+    def label(self) -> str:
+        return f"request #{self.serial} ({self.name})" if self.kind == "request" else f"job #{self.serial} ({self.name})"
+
+
+def push(scope: Scope) -> Scope:
+    scope.previous = current.get()
+    current.set(scope)
+    return scope
+
+
+def live_requests_skipped(scope: Scope | None) -> Scope | None:
+    """The scope below any ended request scopes (an app context reused by several requests)."""
+    while scope is not None and scope.kind == "request" and scope.ended:
+        scope = scope.previous
+    return scope
