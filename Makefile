@@ -57,8 +57,9 @@ readme: venv ## Run the full matrix on all backends and write it into README.md 
 	$(PY) -m scenarios --db all --readme
 
 .PHONY: doctor
-doctor: venv ## Run every cause with the stale-data doctor in the broken and the fixed app; print what it found [DB=...]
+doctor: venv ## Every cause's scenario with the stale-data doctor in broken and fixed alike, then a load on the fixed app with it [DB=...]
 	$(PY) -m scenarios --db $(DB) --doctor
+	$(PY) -m loadtests --cause uncommitted --app fixed --db $(DB) --doctor --duration 10 --size $(SIZE)
 
 .PHONY: diff
 diff: ## Show the lesson: diff -u fixed/app.py broken/CAUSE.py (make diff CAUSE=...)

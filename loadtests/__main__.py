@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 
 from lab import databases
@@ -46,6 +47,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-requests", type=int, default=defaults.max_requests,
                         help="requests per locust process after which its users stop (default %(default)s)")
     parser.add_argument("--distributed", action="store_true", help="a locust master and two workers on 127.0.0.1")
+    parser.add_argument("--doctor", action="store_true",
+                        help="install the stale-data doctor in the apps (make doctor): a finding in the fixed app fails the run")
     parser.add_argument("--app", choices=("broken", "fixed"), action="append",
                         help="run only this app (repeatable; default both)")
     args = parser.parse_args(argv)
@@ -57,6 +60,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.doctor:
+        os.environ["LAB_DOCTOR"] = "1"
     modules = runner.app_modules(args.cause)
     backends = list(databases.BACKENDS) if args.db == "all" else [args.db]
     if any(b not in databases.BACKENDS for b in backends):
@@ -86,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         runner.link_latest(run_dir, options.distributed)
         print("\n" + text + f"\n(results: {run_dir.relative_to(runner.REPO_ROOT) if run_dir.is_relative_to(runner.REPO_ROOT) else run_dir})\n")
         status |= any(run.failure for run in runs)
+        status |= any(run.app == "fixed" and run.doctor for run in runs)
     return status
 
 

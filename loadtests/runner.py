@@ -27,6 +27,7 @@ from lab import databases
 from lab.engine import REPO_ROOT, configure_engine, engine_options
 from lab import results
 from lab.harness.runner import prepare_database
+from lab.harness.scenario import DOCTOR_ENV, doctor_requested
 from lab.harness.server import GunicornServer
 from lab.models import Transaction
 from loadtests import checker
@@ -69,6 +70,7 @@ class AppRun:
     ratio: dict[str, Any] | None = None
     server_exceptions: dict[str, int] = field(default_factory=dict)  # from gunicorn's log: why the 5xx
     failure: str | None = None  # the run could not complete (e.g. the app did not start)
+    doctor: list[dict[str, Any]] | None = None  # the doctor's findings (LAB_DOCTOR=1), None when not installed
 
     @property
     def cpu_share(self) -> float:
@@ -82,6 +84,8 @@ class AppRun:
                                                     "cpu_per_wall": round(self.cpu_share, 3)},
             "checker": self.report.to_dict() if self.report else None, "ratio": self.ratio,
             "server_exceptions": self.server_exceptions, "failure": self.failure,
+            **({"doctor": {"causes": sorted({f["cause"] for f in self.doctor}), "findings": self.doctor}}
+               if self.doctor is not None else {}),
         }
 
 
@@ -109,8 +113,12 @@ def run_app(cause: str, app: str, module: str, backend: str, options: LoadOption
         run.server_version = version = prepare_database(db_url, options.size)
         echo(f"[{cause} | {app} | {version}] {profile.describe()}, {options.users} users for {options.duration} s"
              + (" (locust master + 2 workers)" if options.distributed else ""))
+        env = {"LAB_DATABASE_URL": db_url, "LAB_CONTROL_DIR": str(workdir)}
+        doctor_file = out_dir / "doctor.jsonl"
+        if doctor_requested():  # the same doctor as in `make doctor`'s scenarios, in broken and fixed alike
+            env.update(DOCTOR_ENV, STALE_DOCTOR_FILE=str(doctor_file))
         server = GunicornServer(
-            f"{module}:create_app()", {"LAB_DATABASE_URL": db_url, "LAB_CONTROL_DIR": str(workdir)},
+            f"{module}:create_app()", env,
             out_dir / "gunicorn.log", workers=profile.workers, threads=profile.threads, preload=profile.preload,
         )
         server.start()
@@ -133,6 +141,10 @@ def run_app(cause: str, app: str, module: str, backend: str, options: LoadOption
         if server is not None:
             server.stop()
             run.server_exceptions = server_exceptions(out_dir / "gunicorn.log")
+            if doctor_requested():
+                lines = doctor_file.read_text().splitlines() if doctor_file.exists() else []
+                run.doctor = [json.loads(line) for line in lines if line.strip()]
+                echo(f"  doctor on {app}: " + (", ".join(sorted({f["cause"] for f in run.doctor})) or "nothing found"))
         if db_url:
             try:
                 databases.drop_database(db_url)  # also ends sessions a broken app left open

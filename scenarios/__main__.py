@@ -16,7 +16,8 @@ from sqlalchemy import create_engine, text
 
 from lab import databases
 from lab.harness.doctor_matrix import doctor_problems, doctor_table
-from lab.harness.runner import CellResult, compare, matrices, run_cell, scenario_modules, write_readme_matrix
+from lab.harness.runner import (DOCTOR_END, DOCTOR_START, MATRIX_END, MATRIX_START, CellResult, compare, matrices,
+                                run_cell, scenario_modules, write_readme_matrix)
 
 
 def parse_args(argv: list[str], causes: list[str]) -> argparse.Namespace:
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + tables)
     problems = compare(results)
     if args.doctor:
-        print("\nWhat the doctor found (broken app · fixed app):\n\n" + doctor_table(results, backends))
+        tables = doctor_table(results, backends)
+        print("\nWhat the doctor found (broken app · fixed app):\n\n" + tables)
         problems += doctor_problems(results)
     if problems:
         print("\nNOT AS EXPECTED:\n  " + "\n  ".join(problems))
@@ -107,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cause or args.app or len(backends) < len(databases.BACKENDS):
             print("--readme needs a full run: no --cause or --app, and --db all", file=sys.stderr)
             return 2
-        write_readme_matrix(tables)
-        print("README.md matrix updated")
+        write_readme_matrix(tables, (DOCTOR_START, DOCTOR_END) if args.doctor else (MATRIX_START, MATRIX_END))
+        print("README.md " + ("doctor table" if args.doctor else "matrix") + " updated")
     return 0
 
 

@@ -54,3 +54,24 @@ def test_the_fixed_app_under_load_has_no_stale_read_lost_write_or_error(
     report = run_short("uncommitted", "fixed", backend, tmp_path)
     assert (report.stale_count, report.lost_count, report.error_count) == (0, 0, 0), report.to_dict()
     assert report.rows_edited >= 1
+
+
+def test_the_doctor_finds_nothing_in_the_fixed_app_under_load(
+    backend: str, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make doctor`'s load phase, short: the doctor watches the fixed app under gunicorn 2x4."""
+    monkeypatch.setenv("LAB_DOCTOR", "1")
+    module = runner.app_modules("uncommitted")["fixed"]
+    result = runner.run_app("uncommitted", "fixed", module, backend, SHORT, tmp_path, echo=lambda _line: None, ratio=False)
+    assert result.failure is None and result.report is not None, result.failure
+    assert result.report.reads >= 10 and result.report.acknowledged >= 1, result.report.summary()
+    assert result.doctor == [], [f["proof"] for f in result.doctor or []]
+
+
+def test_the_doctor_under_load_names_the_broken_apps_cause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other side: the same load with the same doctor on broken/uncommitted reports uncommitted."""
+    monkeypatch.setenv("LAB_DOCTOR", "1")
+    module = runner.app_modules("uncommitted")["broken"]
+    result = runner.run_app("uncommitted", "broken", module, "sqlite", SHORT, tmp_path, echo=lambda _line: None, ratio=False)
+    assert result.failure is None, result.failure
+    assert {f["cause"] for f in result.doctor or []} == {"uncommitted"}

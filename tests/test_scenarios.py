@@ -3,6 +3,10 @@
 Each verdict is also recomputed from the raw observations stored in its result.json, so a
 verdict cannot disagree with what was seen. Scenarios that depend on which worker or thread
 serves a step run several times and must give the same verdict each time.
+
+The last run of every cause has the stale-data doctor installed in the app, broken or fixed
+alike (`make doctor`): the verdict must not change, the broken app must be reported with its
+own cause wherever the bug shows, and the fixed app must be reported clean.
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.harness.runner import load_expected, run_cell, scenario_modules
-from lab.harness.verdicts import NOT_APPLICABLE
+from lab.harness.runner import CellResult, load_expected, run_cell, scenario_modules
+from lab.harness.verdicts import FRESH, NOT_APPLICABLE
 
 MODULES = scenario_modules()
 # Causes whose steps are steered across gunicorn workers or threads: run 3 times each.
@@ -35,10 +39,15 @@ def test_every_cause_and_myth_of_the_design_has_a_scenario() -> None:
 def test_scenario_gives_the_expected_verdict(cause: str, app: str, backend: str, db_url: str) -> None:
     # db_url: the backend answers (or the test skips/fails as conftest decides).
     expected = load_expected()[cause][app][backend]
-    runs = 3 if cause in STEERED else 1
+    kind = MODULES[cause].CAUSE.kind
+    runs = 3 if cause in STEERED else 2 if kind == "cause" else 1
     lines: list[str] = []
-    for _ in range(runs):
-        cell = run_cell(MODULES[cause], app, backend, lines.append)
+    for run in range(runs):
+        with_doctor = kind == "cause" and run == runs - 1
+        with pytest.MonkeyPatch.context() as patch:
+            if with_doctor:
+                patch.setenv("LAB_DOCTOR", "1")
+            cell = run_cell(MODULES[cause], app, backend, lines.append)
         assert cell.verdict == expected["verdict"], "\n".join([cell.proof, *lines[-60:]])
         if cell.verdict == NOT_APPLICABLE:
             assert expected.get("reason"), "an N/A cell must say why"
@@ -49,6 +58,19 @@ def test_scenario_gives_the_expected_verdict(cause: str, app: str, backend: str,
         assert (recomputed.verdict, recomputed.proof) == (stored["verdict"], stored["proof"])
         assert stored["schema_version"] == 1 and stored["backend"] == backend and stored["timeline"]
         assert (Path(cell.path or "").parent.parent / "latest" / "result.json").exists()
+        if with_doctor:
+            assert_doctor_findings(cell, stored)
+
+
+def assert_doctor_findings(cell: CellResult, stored: dict) -> None:  # type: ignore[type-arg]
+    found = [f["cause"] for f in stored["doctor"]["findings"]]
+    proofs = "\n".join(f"{f['cause']}: {f['proof']}" for f in stored["doctor"]["findings"])
+    if cell.app == "fixed":
+        assert found == [], f"the doctor reported the fixed app:\n{proofs}"
+    elif cell.verdict != FRESH:
+        assert cell.cause in found, f"the bug showed ({cell.verdict}) but the doctor reported:\n{proofs or 'nothing'}"
+        first = next(f for f in stored["doctor"]["findings"] if f["cause"] == cell.cause)
+        assert first["proof"] and first["evidence"]["pid"], first
 
 
 def test_readme_matrix_is_the_expected_matrix() -> None:

@@ -54,11 +54,14 @@ def probe_command(table: str, row_id: str, column: str, url: str) -> None:
 
 
 def _database_url(db: object):  # type: ignore[no-untyped-def]
+    """The URL of the app's database, from the db given to StaleDoctor (in the app context)."""
     engine = getattr(db, "engine", None)  # Flask-SQLAlchemy
     if engine is None:
         factory = getattr(db, "session_factory", db)  # scoped_session -> sessionmaker
-        bind = getattr(factory, "kw", {}).get("bind")
-        engine = bind
+        engine = getattr(factory, "kw", {}).get("bind")
+    if engine is None and callable(db):  # a function returning the request's Session
+        session = db()
+        engine = session.get_bind()
     if engine is None:
         raise click.UsageError("cannot find the app's engine from the db given to StaleDoctor")
     return engine.url

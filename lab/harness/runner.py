@@ -202,12 +202,15 @@ README = REPO_ROOT / "README.md"
 MATRIX_START, MATRIX_END = "<!-- matrix:start", "<!-- matrix:end -->"
 
 
-def write_readme_matrix(tables: str) -> None:
-    """Replace what stands between the matrix markers of README.md with `tables`."""
+DOCTOR_START, DOCTOR_END = "<!-- doctor:start", "<!-- doctor:end -->"
+
+
+def write_readme_matrix(tables: str, markers: tuple[str, str] = (MATRIX_START, MATRIX_END)) -> None:
+    """Replace what stands between the given markers of README.md (the matrix's) with `tables`."""
     text = README.read_text()
-    start = text.index(MATRIX_START)
+    start = text.index(markers[0])
     start = text.index("\n", start) + 1
-    end = text.index(MATRIX_END)
+    end = text.index(markers[1])
     README.write_text(text[:start] + tables + "\n" + text[end:])
 
 
