@@ -61,6 +61,21 @@ def execute(notebook: nbformat.NotebookNode, cwd: Path = REPO_ROOT) -> nbformat.
     return notebook
 
 
+def keep_outputs(new: nbformat.NotebookNode, old: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """`new` with the outputs of `old`'s code cells, which must be the same code, in the same order."""
+    new_code = [c for c in new.cells if c.cell_type == "code"]
+    old_code = [c for c in old.cells if c.cell_type == "code"]
+    if [c.source for c in new_code] != [c.source for c in old_code]:
+        raise SystemExit("a code cell changed: the outputs must come from a run (use --execute)")
+    for fresh, kept in zip(new_code, old_code):
+        fresh.outputs, fresh.execution_count, fresh.metadata = kept.outputs, kept.execution_count, kept.metadata
+    if len(new.cells) == len(old.cells):  # the same cells, new words: keep their ids (a small diff)
+        for fresh, kept in zip(new.cells, old.cells):
+            fresh.id = kept.id
+    new.metadata = old.metadata
+    return new
+
+
 def names() -> list[str]:
     return sorted(path.stem for path in TEXTS.glob("*.md"))
 
@@ -68,6 +83,9 @@ def names() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m notebooks.build", description=__doc__)
     parser.add_argument("--execute", action="store_true", help="run each notebook and save its outputs")
+    parser.add_argument("--text-only", action="store_true",
+                        help="rewrite only the Markdown cells from texts/, keeping the committed code cells and their "
+                             "outputs (refused where a code cell changed: that needs --execute)")
     parser.add_argument("names", nargs="*", help=f"notebooks to build (default all: {', '.join(names())})")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.names) - set(names()))
@@ -76,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for name in args.names or names():
         notebook = build(name)
-        if args.execute:
+        if args.text_only:
+            notebook = keep_outputs(notebook, nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4))
+        elif args.execute:
             print(f"executing {name} ...", flush=True)
             execute(notebook)
         nbformat.write(notebook, NOTEBOOKS / f"{name}.ipynb")
