@@ -55,6 +55,7 @@ class Sink:
     """
 
     MAX_COLLECTED = 10_000
+    MAX_SUBJECTS = 10_000
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -68,6 +69,8 @@ class Sink:
             return False
         key = (finding.cause, finding.subject)
         with self._lock:
+            if len(self._counts) >= self.MAX_SUBJECTS and key not in self._counts:
+                self._counts.clear()  # bounded memory; counting starts again
             count = self._counts.get(key, 0) + 1
             self._counts[key] = count
         finding.occurrences = count

@@ -342,7 +342,7 @@ def on_transaction_end(m: "Monitor", session: Session, transaction: Any) -> None
     m.emit("uncommitted",
            f"{wrote['label']} sent {'/'.join(sorted(wrote['verbs']))} to {', '.join(sorted(wrote['tables']))} and its "
            f"transaction ended without a commit{acknowledged}: the session was closed, which rolled the change back",
-           f"{track.token}:{(wrote.get('scope') or {}).get('endpoint')}", scope, location=wrote.get("location") or "",
+           f"uncommitted@{(wrote.get('scope') or {}).get('endpoint')}", scope, location=wrote.get("location") or "",
            session=track.token, tables=sorted(wrote["tables"]), written_in=wrote.get("scope"))
 
 
@@ -357,4 +357,4 @@ def check_pending(m: "Monitor", scope: Scope) -> None:
         m.emit("uncommitted",
                f"{scope.label()} ends with {len(pending)} change(s) to {', '.join(models)} in {track.token} that were "
                f"never committed: they are discarded when the session closes",
-               f"pending:{track.token}:{scope.endpoint}", scope, location="", models=models, session=track.token)
+               f"pending@{scope.endpoint}", scope, location="", models=models, session=track.token)

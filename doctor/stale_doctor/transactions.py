@@ -109,23 +109,24 @@ def check_age(m: "Monitor", tx: TxInfo, scope: Scope | None, ended: bool = False
     age = tx.age()
     how = "ended after" if ended else "has been open for"
     if tx.scope_kind == "job":
-        if age <= settings.job_max_seconds:
-            return
-        tx.reported = True
-        m.emit("background_app_context",
-               f"a transaction begun in {tx.scope_label}, outside any request, {how} {age:.1f} s "
-               f"(STALE_DOCTOR_JOB_MAX_SECONDS={settings.job_max_seconds:g}): every job in that app context "
-               f"shares one session and one transaction; {isolation_note(tx.isolation)}",
-               f"tx:{tx.pid}:{tx.server_id}:{tx.scope_serial}", scope, location=None if not ended else "",
-               **tx.evidence())
-    elif age > settings.transaction_max_seconds:
-        tx.reported = True
-        m.emit("long_transaction",
-               f"a transaction begun in {tx.scope_label} {how} {age:.1f} s "
-               f"(STALE_DOCTOR_TRANSACTION_MAX_SECONDS={settings.transaction_max_seconds:g}); "
-               f"{isolation_note(tx.isolation)}",
-               f"tx:{tx.pid}:{tx.server_id}:{tx.scope_serial}", scope, location=None if not ended else "",
-               **tx.evidence())
+        cause, key, limit = "background_app_context", "STALE_DOCTOR_JOB_MAX_SECONDS", settings.job_max_seconds
+        consequence = ", outside any request,"
+        lesson = ": every job in that app context shares one session and one transaction;"
+    else:
+        cause, key, limit = "long_transaction", "STALE_DOCTOR_TRANSACTION_MAX_SECONDS", settings.transaction_max_seconds
+        consequence, lesson = "", ";"
+    if age <= limit:
+        return
+    tx.reported = True
+    m.emit(cause, f"a transaction begun in {tx.scope_label}{consequence} {how} {age:.1f} s ({key}={limit:g})"
+                  f"{lesson} {isolation_note(tx.isolation)}",
+           f"{cause}@{_where(tx)}", scope, location=None if not ended else "", **tx.evidence())
+
+
+def _where(tx: TxInfo) -> str:
+    """What a repeated finding is about: the endpoint or job that began the transaction."""
+    summary = tx.scope_summary or {}
+    return str(summary.get("endpoint") or summary.get("job") or "outside")
 
 
 def sweep_ages(m: "Monitor", scope: Scope) -> None:
