@@ -88,6 +88,7 @@ class StaleDoctor:
 
     def clear(self) -> None:
         MONITOR.sink.collected.clear()
+        MONITOR.sink.reset_counts()
 
     def close(self) -> None:
         """Stop watching (tests that build many apps): listeners go when the last doctor closes."""

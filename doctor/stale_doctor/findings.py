@@ -92,6 +92,11 @@ class Sink:
                 os.close(fd)
         return True
 
+    def reset_counts(self) -> None:
+        """Forget the repeat counts, so the next finding of each (cause, subject) is new again."""
+        with self._lock:
+            self._counts.clear()
+
     def reset_after_fork(self) -> None:
         self._lock = threading.Lock()
 

@@ -139,6 +139,7 @@ class Monitor:
             signal.disconnect(receiver)
         self._signal_receivers.clear()
         self.reset_process_state()
+        self.sink.reset_counts()  # a doctor installed later reports its findings afresh
 
     def guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Run `fn`; on an error of the doctor's own, log it once per listener and go on."""

@@ -43,6 +43,7 @@ class Track:
     last_kind: str = ""
     last_label: str = ""
     last_thread: int = 0
+    last_context_serial: int = 0  # the app context pushed outside requests that the last request ran in
     threads: set[int] = field(default_factory=set)
     wrote: dict[str, Any] | None = None
     tx: TxInfo | None = None
@@ -132,6 +133,8 @@ def session_used(m: "Monitor", session: Session) -> Track | None:
             carried_over(m, state, scope, session, track, previous)
     track.last, track.last_serial, track.last_kind = weakref.ref(scope), scope.serial, scope.kind
     track.last_label, track.last_thread = scope.label(), scope.thread
+    outer = scope.previous
+    track.last_context_serial = outer.serial if outer is not None and outer.placeholder else 0
     if len(track.threads) < 64:
         track.threads.add(scope.thread)
     return track
@@ -163,8 +166,9 @@ def carried_over(m: "Monitor", state: "AppState", scope: Scope, session: Session
                f"{now_label} on the same thread: nothing called remove() at the end of the request{tx_text}",
                track.token, scope, location=location, registry=found[1], **evidence)
     elif found is not None and found[0] == "app_context":
-        context = previous.previous if previous is not None else None
-        shared_context = context is not None and context.placeholder and context is scope.previous
+        # The earlier request's scope is usually gone (weakly held); its app context is kept by serial.
+        context = scope.previous
+        shared_context = (context is not None and context.placeholder and track.last_context_serial == context.serial)
         if shared_context:
             m.emit("scoped_session_wrong_scope",
                    f"Flask-SQLAlchemy's {track.token} served {before} and now {now_label}: both ran in one app "

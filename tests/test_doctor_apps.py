@@ -1,0 +1,405 @@
+"""The stale-data doctor on small apps of the shapes users write (tests/doctor_apps/).
+
+Each test runs the buggy app and asserts the doctor's finding, and runs the clean twin and
+asserts there is none, so no test passes by the doctor staying quiet or by it always talking.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import time
+import weakref
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+from flask import Flask, signals
+from sqlalchemy import event, select
+
+import stale_doctor
+from stale_doctor import ConfigError, StaleDataFound, StaleDoctor
+from stale_doctor.findings import Finding
+from stale_doctor.monitor import MONITOR
+
+from .doctor_apps import forked_pool, fsa_factory, module_session, per_thread_session, thread_scoped
+
+Install = Callable[[Flask, Any], StaleDoctor]
+
+
+@pytest.fixture
+def install() -> Iterator[Install]:
+    """StaleDoctor(app, db), closed at the end of the test (its listeners are process-wide)."""
+    doctors: list[StaleDoctor] = []
+
+    def make(app: Flask, db: Any) -> StaleDoctor:
+        app.testing = True
+        doctor = StaleDoctor(app, db)
+        doctors.append(doctor)
+        doctor.clear()
+        return doctor
+
+    yield make
+    for doctor in doctors:
+        doctor.clear()
+        doctor.close()
+    assert not MONITOR.installed
+
+
+def causes(doctor: StaleDoctor) -> list[str]:
+    return [f.cause for f in doctor.findings]
+
+
+def only(doctor: StaleDoctor, cause: str) -> Finding:
+    found = [f for f in doctor.findings if f.cause == cause]
+    assert found, f"no {cause} finding; the doctor found {causes(doctor)}"
+    return found[0]
+
+
+def assert_request(finding: Finding, method: str, path: str, endpoint: str) -> None:
+    request = finding.evidence["request"]
+    assert (request["method"], request["path"], request["endpoint"]) == (method, path, endpoint)
+
+
+def fsa_app(tmp_path: Path, name: str, *, buggy: bool, **config: Any) -> Flask:
+    return fsa_factory.create_app(str(tmp_path / f"{name}.db"), buggy=buggy, **config)
+
+
+# ---- 1. thread-local scoped_session ---------------------------------------------------------
+
+def test_thread_local_scoped_session_not_removed(tmp_path: Path, install: Install) -> None:
+    app = thread_scoped.create_app(str(tmp_path / "bug.db"), remove=False)
+    doctor = install(app, app.extensions["db_session"])
+    client = app.test_client()
+    assert client.get("/things").status_code == 200
+    assert client.get("/things").status_code == 200
+    finding = only(doctor, "scoped_session_not_removed")
+    assert "remove()" in finding.proof
+    assert_request(finding, "GET", "/things", "things")
+
+
+def test_thread_local_scoped_session_removed_is_clean(tmp_path: Path, install: Install) -> None:
+    app = thread_scoped.create_app(str(tmp_path / "clean.db"), remove=True)
+    doctor = install(app, app.extensions["db_session"])
+    client = app.test_client()
+    for _ in range(3):
+        assert client.get("/things").status_code == 200
+    assert doctor.findings == []
+
+
+# ---- 2. Flask-SQLAlchemy factory + blueprint ------------------------------------------------
+
+@pytest.mark.parametrize("buggy", [True, False])
+def test_fsa_global_cache(tmp_path: Path, install: Install, buggy: bool) -> None:
+    app = fsa_app(tmp_path, "cache", buggy=buggy)
+    doctor = install(app, fsa_factory.db)
+    client = app.test_client()
+    first = client.get("/items/cached")
+    second = client.get("/items/cached")
+    assert first.status_code == second.status_code == 200
+    if buggy:
+        finding = only(doctor, "global_cache")
+        assert "Item" in finding.models
+        assert "_CACHE" in (finding.evidence.get("held_by") or ""), finding.evidence
+    else:
+        assert doctor.findings == []
+
+
+@pytest.mark.parametrize("buggy", [True, False])
+def test_fsa_flush_without_commit(tmp_path: Path, install: Install, buggy: bool) -> None:
+    app = fsa_app(tmp_path, "flush", buggy=buggy)
+    doctor = install(app, fsa_factory.db)
+    assert app.test_client().post("/items", data={"name": "kept?"}).status_code == 201
+    if buggy:
+        finding = only(doctor, "uncommitted")
+        assert "items" in finding.evidence["tables"]
+        assert_request(finding, "POST", "/items", "items.create")
+    else:
+        assert doctor.findings == []
+
+
+@pytest.mark.parametrize("offset", [20, 0])
+def test_fsa_offset_pagination(tmp_path: Path, install: Install, offset: int) -> None:
+    app = fsa_app(tmp_path, "page", buggy=True)
+    doctor = install(app, fsa_factory.db)
+    assert app.test_client().get(f"/items/page?offset={offset}").status_code == 200
+    if offset:
+        finding = only(doctor, "offset_pagination")
+        assert finding.evidence["offset"] == 20
+        assert_request(finding, "GET", "/items/page?offset=20", "items.page")
+    else:
+        assert doctor.findings == []
+
+
+@pytest.mark.parametrize("buggy", [True, False])
+def test_fsa_lost_update(tmp_path: Path, install: Install, buggy: bool) -> None:
+    app = fsa_app(tmp_path, "rename", buggy=buggy)
+    doctor = install(app, fsa_factory.db)
+    response = app.test_client().post("/items/3/rename", data={"name": "renamed", "version": "1"})
+    assert response.status_code == 200
+    if buggy:
+        finding = only(doctor, "lost_update")
+        assert finding.models == ("Item",)
+        assert finding.evidence["changed"] == ["name"]
+        assert_request(finding, "POST", "/items/3/rename", "items.rename")
+    else:
+        assert doctor.findings == []
+    with app.app_context():
+        assert fsa_factory.db.session.get(fsa_factory.Item, 3).name == "renamed"
+
+
+@pytest.mark.parametrize("buggy", [True, False])
+def test_fsa_http_cache_headers(tmp_path: Path, install: Install, buggy: bool) -> None:
+    app = fsa_app(tmp_path, "headers", buggy=buggy)
+    doctor = install(app, fsa_factory.db)
+    response = app.test_client().get("/items/headers")
+    assert response.status_code == 200
+    if buggy:
+        finding = only(doctor, "http_cache")
+        assert finding.evidence["cache_control"] == "max-age=60"
+        assert "items" in finding.evidence["tables"]
+    else:
+        assert response.headers["Cache-Control"] == "no-store"
+        assert doctor.findings == []
+
+
+# ---- 3. one app context around several requests (a test suite) ------------------------------
+
+def test_app_context_around_requests_is_wrong_scope(tmp_path: Path, install: Install) -> None:
+    app = fsa_app(tmp_path, "ctx", buggy=False)
+    doctor = install(app, fsa_factory.db)
+    client = app.test_client()
+    with app.app_context():
+        assert client.get("/items").status_code == 200
+        assert client.get("/items").status_code == 200
+    finding = only(doctor, "scoped_session_wrong_scope")
+    assert "app context" in finding.proof
+    assert finding.evidence["scope_key"] == "the app context"
+
+
+def test_requests_without_outer_app_context_are_clean(tmp_path: Path, install: Install) -> None:
+    app = fsa_app(tmp_path, "noctx", buggy=False)
+    doctor = install(app, fsa_factory.db)
+    client = app.test_client()
+    for _ in range(3):
+        assert client.get("/items").status_code == 200
+    assert doctor.findings == []
+
+
+# ---- 4. a module-level Session --------------------------------------------------------------
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_module_level_session_is_shared(tmp_path: Path, install: Install, shared: bool) -> None:
+    app = module_session.create_app(str(tmp_path / "shared.db"), shared=shared)
+    doctor = install(app, app.extensions["session_getter"])
+    client = app.test_client()
+    assert client.get("/things").status_code == 200
+    assert client.get("/things").status_code == 200
+    if shared:
+        finding = only(doctor, "shared_session")
+        assert "tests.doctor_apps.module_session.SESSION" in finding.proof
+        assert finding.evidence["module_global"] == "tests.doctor_apps.module_session.SESSION"
+        assert_request(finding, "GET", "/things", "things")
+    else:
+        assert doctor.findings == []
+
+
+# ---- 5. background jobs ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("commits", [False, True])
+def test_job_leaving_its_transaction_open(tmp_path: Path, install: Install, commits: bool) -> None:
+    app = fsa_app(tmp_path, "job", buggy=False)
+    doctor = install(app, fsa_factory.db)
+    db = fsa_factory.db
+    with app.app_context():
+        with doctor.job("sync"):
+            items = db.session.scalars(select(fsa_factory.Item)).all()
+            items[0].name = "synced"
+            if commits:
+                db.session.commit()
+            else:
+                db.session.flush()
+        if not commits:
+            db.session.rollback()
+    if commits:
+        assert doctor.findings == []
+    else:
+        finding = only(doctor, "background_app_context")
+        assert "sync" in finding.proof
+        assert finding.evidence["job"]["job"] == "sync"
+
+
+@pytest.mark.parametrize("commits", [False, True])
+def test_app_context_transaction_older_than_job_limit(tmp_path: Path, install: Install, commits: bool) -> None:
+    app = fsa_app(tmp_path, "age", buggy=False, STALE_DOCTOR_JOB_MAX_SECONDS=0.2)
+    doctor = install(app, fsa_factory.db)
+    db = fsa_factory.db
+    with app.app_context():
+        db.session.scalars(select(fsa_factory.Item)).all()
+        if commits:
+            db.session.commit()
+        time.sleep(0.4)
+        db.session.scalars(select(fsa_factory.Item)).all()
+    if commits:
+        assert doctor.findings == []
+    else:
+        finding = only(doctor, "background_app_context")
+        assert "STALE_DOCTOR_JOB_MAX_SECONDS=0.2" in finding.proof
+        assert finding.evidence["transaction_age_seconds"] >= 0.4
+
+
+# ---- 6. long_transaction by age -------------------------------------------------------------
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_kept_per_thread_session_long_transaction(tmp_path: Path, install: Install, kept: bool) -> None:
+    app = per_thread_session.create_app(str(tmp_path / "long.db"), kept=kept)
+    app.config["STALE_DOCTOR_TRANSACTION_MAX_SECONDS"] = 0.2
+    doctor = install(app, app.extensions["session_getter"])
+    client = app.test_client()
+    try:
+        assert client.get("/things").status_code == 200
+        time.sleep(0.3)
+        assert client.get("/things").status_code == 200
+    finally:
+        kept_session = app.extensions["thread_local"].__dict__.pop("session", None)
+        if kept_session is not None:
+            kept_session.close()
+    if kept:
+        finding = only(doctor, "long_transaction")
+        assert finding.evidence["transaction_age_seconds"] >= 0.3
+        assert finding.evidence["transaction_began_in"]["endpoint"] == "things"
+        assert "shared_session" not in causes(doctor)
+    else:
+        assert doctor.findings == []
+
+
+# ---- 7. a pool across fork ------------------------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("dispose", [False, True])
+def test_pool_across_fork(tmp_path: Path, install: Install, dispose: bool) -> None:
+    app = forked_pool.create_app(str(tmp_path / "fork.db"))
+    findings_file = tmp_path / "findings.jsonl"
+    app.config["STALE_DOCTOR_FILE"] = str(findings_file)
+    doctor = install(app, app.extensions["sessionmaker"])
+    client = app.test_client()
+    assert client.get("/things").status_code == 200  # the parent's pool now holds a connection
+    assert app.extensions["engine"].pool.checkedin() == 1
+    pid = os.fork()
+    if pid == 0:  # the child: always leaves through os._exit
+        code = 1
+        try:
+            if dispose:
+                forked_pool.dispose_in_child(app)
+            code = 0 if app.test_client().get("/things").status_code == 200 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    records = [json.loads(line) for line in findings_file.read_text().splitlines()] if findings_file.exists() else []
+    if dispose:
+        assert records == []
+    else:
+        assert [r["cause"] for r in records] == ["pool_across_fork"]
+        assert records[0]["evidence"]["created_by_pid"] == os.getpid()
+        assert records[0]["evidence"]["checked_out_by_pid"] == pid
+        assert records[0]["evidence"]["request"]["endpoint"] == "things"
+    assert doctor.findings == []  # nothing happened in the parent
+
+
+# ---- 8. robustness --------------------------------------------------------------------------
+
+def test_internal_error_is_logged_once_and_the_app_goes_on(tmp_path: Path, install: Install,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    app = fsa_app(tmp_path, "oops", buggy=False)
+    install(app, fsa_factory.db)
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("detector bug")
+
+    monkeypatch.setattr(stale_doctor.responses, "check_response", broken)
+    monkeypatch.setattr(MONITOR, "_failed", set())  # "once" is per process: start from none
+    client = app.test_client()
+    with caplog.at_level(logging.ERROR, logger="stale_doctor"):
+        assert client.get("/items").status_code == 200
+        assert client.get("/items").status_code == 200
+    errors = [r for r in caplog.records if r.name == "stale_doctor" and "internal error" in r.getMessage()]
+    assert len(errors) == 1
+    assert "detector bug" in (errors[0].exc_text or "")
+
+
+def test_init_errors(tmp_path: Path, install: Install) -> None:
+    app = fsa_app(tmp_path, "init", buggy=False)
+    with pytest.raises(TypeError, match="db is required"):
+        StaleDoctor(app, None)
+    install(app, fsa_factory.db)
+    with pytest.raises(RuntimeError, match="already installed"):
+        StaleDoctor(app, fsa_factory.db)
+    loud = fsa_app(tmp_path, "loud", buggy=False, STALE_DOCTOR_MODE="loud")
+    with pytest.raises(ConfigError, match="STALE_DOCTOR_MODE"):
+        StaleDoctor(loud, fsa_factory.db)
+    assert "stale_doctor" not in loud.extensions
+
+
+@pytest.mark.parametrize("allow", [["uncommitted"], []])
+def test_allowlist_suppresses_a_cause(tmp_path: Path, install: Install, allow: list[str]) -> None:
+    app = fsa_app(tmp_path, "allow", buggy=True, STALE_DOCTOR_ALLOW=allow)
+    doctor = install(app, fsa_factory.db)
+    assert app.test_client().post("/items", data={"name": "x"}).status_code == 201
+    assert causes(doctor) == ([] if allow else ["uncommitted"])
+
+
+@pytest.mark.parametrize("offset", [20, 0])
+def test_raise_mode(tmp_path: Path, install: Install, offset: int) -> None:
+    app = fsa_app(tmp_path, "raise", buggy=True, STALE_DOCTOR_MODE="raise")
+    install(app, fsa_factory.db)
+    client = app.test_client()
+    if offset:
+        with pytest.raises(StaleDataFound) as raised:
+            client.get(f"/items/page?offset={offset}")
+        assert [f.cause for f in raised.value.findings] == ["offset_pagination"]
+    else:
+        assert client.get("/items/page?offset=0").status_code == 200
+
+
+def test_findings_file_has_one_line_per_finding(tmp_path: Path, install: Install) -> None:
+    path = tmp_path / "findings.jsonl"
+    app = fsa_app(tmp_path, "file", buggy=True, STALE_DOCTOR_FILE=str(path))
+    doctor = install(app, fsa_factory.db)
+    client = app.test_client()
+    assert client.get("/items/page?offset=20").status_code == 200
+    assert client.get("/items/headers").status_code == 200
+    assert client.get("/items").status_code == 200  # clean: adds no line
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted(r["cause"] for r in records) == sorted(causes(doctor)) == ["http_cache", "offset_pagination"]
+    for record in records:
+        assert {"cause", "proof", "evidence", "subject", "occurrences"} <= record.keys()
+        assert record["occurrences"] == 1
+        assert record["evidence"]["request"]["method"] == "GET"
+
+
+def test_no_strong_references_to_sessions_or_objects(tmp_path: Path, install: Install) -> None:
+    app = fsa_app(tmp_path, "refs", buggy=False)
+    doctor = install(app, fsa_factory.db)
+    refs: list[weakref.ReferenceType[Any]] = []
+
+    def loaded(target: Any, context: Any) -> None:
+        refs.append(weakref.ref(target))
+
+    def finished(sender: Flask, response: Any, **_: Any) -> None:
+        refs.append(weakref.ref(fsa_factory.db.session()))
+
+    event.listen(fsa_factory.Item, "load", loaded)
+    signals.request_finished.connect(finished, app, weak=False)
+    try:
+        assert app.test_client().get("/items").status_code == 200
+    finally:
+        signals.request_finished.disconnect(finished, app)
+        event.remove(fsa_factory.Item, "load", loaded)
+    assert len(refs) == 31  # the request's 30 items, and its session (alive when the response was sent)
+    gc.collect()
+    assert [r for r in refs if r() is not None] == []
+    assert doctor.findings == []
