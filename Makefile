@@ -113,6 +113,10 @@ BENCH_DB = $(if $(filter file,$(origin DB)),all,$(DB))
 .PHONY: bench
 bench: venv ## Benchmark the fixed page at 1M rows against the database's floor (prints a table, writes results/<db>/bench/) [DB=sqlite|postgresql|mariadb|all]
 	$(PY) -m bench --db $(BENCH_DB)
+
+.PHONY: bench-doctor
+bench-doctor: venv ## What the stale-data doctor costs the fixed app at 2,000 rows: in process, under gunicorn, memory (writes results/<db>/bench-doctor/) [DB=sqlite|postgresql|mariadb]
+	$(PY) -m bench.doctor --db $(DB)
 # ---- end of bench ----
 
 # ---- notebooks (notebooks/, issue 5): generated from notebooks/texts/*.md, executed on the backends LAB_TEST_* point to ----

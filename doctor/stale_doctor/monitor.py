@@ -115,8 +115,10 @@ class Monitor:
         self._listen(Session, "after_commit", lambda session: s.on_after_commit(self, session))
         self._listen(Session, "after_rollback", lambda session: s.on_after_rollback(self, session))
         self._listen(Session, "after_transaction_end", lambda session, trans: s.on_transaction_end(self, session, trans))
-        self._listen(Mapper, "load", lambda state, ctx: o.on_load(self, state), raw=True)
-        self._listen(Mapper, "refresh", lambda state, ctx, keys: o.on_load(self, state), raw=True)
+        on_load = o.load_listener(self)  # once per loaded row: it guards itself
+        for name in ("load", "refresh"):
+            event.listen(Mapper, name, on_load, raw=True)
+            self._listeners.append((Mapper, name, on_load))
         for signal, receiver in (
             (signals.appcontext_pushed, self._appcontext_pushed),
             (signals.appcontext_popped, self._appcontext_popped),
@@ -149,13 +151,16 @@ class Monitor:
             try:
                 return fn(*args, **kwargs)
             except Exception:
-                name = getattr(fn, "__qualname__", repr(fn))
-                if name not in self._failed:
-                    self._failed.add(name)
-                    log.exception("stale-doctor: internal error in %s; the app goes on, the doctor skips this check", name)
+                self.internal_error(getattr(fn, "__qualname__", repr(fn)))
                 return None
 
         return guarded
+
+    def internal_error(self, name: str) -> None:
+        """Log the current exception once per listener: the app goes on, the check is skipped."""
+        if name not in self._failed:
+            self._failed.add(name)
+            log.exception("stale-doctor: internal error in %s; the app goes on, the doctor skips this check", name)
 
     # ---- which app, which settings ------------------------------------------------------
 

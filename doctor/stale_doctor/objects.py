@@ -17,7 +17,7 @@ import time
 import traceback
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from sqlalchemy.orm import InstanceState
 from sqlalchemy.orm.exc import DetachedInstanceError
@@ -39,15 +39,25 @@ class FinishedLoads:
     refs: list["weakref.ReferenceType[InstanceState[Any]]"]
 
 
-def on_load(m: "Monitor", state: InstanceState[Any]) -> None:
-    scope = current.get()
-    if scope is None or scope.kind != "request":
-        return
-    stamp = state.info.get(STAMP_KEY)
-    if stamp is not None and stamp[0] == scope.serial:
-        return
-    state.info[STAMP_KEY] = (scope.serial, scope.pid, scope.label())
-    scope.loaded.append(weakref.ref(state))
+def load_listener(m: "Monitor") -> Callable[..., None]:
+    """The listener for every loaded (or refreshed) row: the doctor's hottest path, so it guards
+    itself instead of going through `Monitor.guard`, and does three dictionary operations."""
+    get_scope, ref = current.get, weakref.ref
+
+    def on_load(state: InstanceState[Any], context: Any, *_keys: Any) -> None:
+        try:
+            scope = get_scope()
+            if scope is None or scope.kind != "request":
+                return
+            info = state.info
+            if info.get(STAMP_KEY) is scope.stamp:
+                return
+            info[STAMP_KEY] = scope.stamp
+            scope.loaded.append(ref(state))
+        except Exception:
+            m.internal_error("objects.on_load")
+
+    return on_load
 
 
 def remember_finished(m: "Monitor", scope: Scope) -> None:

@@ -60,7 +60,9 @@ def on_cursor_execute(m: "Monitor", conn: Any, cursor: Any, statement: str, para
         return
     if "FOR UPDATE" in statement or "FOR SHARE" in statement or "LOCK IN SHARE MODE" in statement:
         scope.locking_reads = True
-    if scope.kind != "request" or ("OFFSET" not in statement and "LIMIT" not in statement):
+    if scope.kind != "request":
+        return
+    if "OFFSET" not in statement and not (conn.dialect.name in ("mysql", "mariadb") and _MYSQL_LIMIT.search(statement)):
         return
     offset = offset_value(statement, parameters)
     if offset:

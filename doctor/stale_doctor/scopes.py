@@ -46,9 +46,13 @@ class Scope:
     locking_reads: bool = False
     requests_served: int = 0  # for a placeholder: how many requests reused this app context
     pending_raise: list[Any] = field(default_factory=list)
+    _label: str | None = field(default=None, init=False, repr=False)
+    # What each object this scope loads is stamped with (made once: the stamp is set per loaded row).
+    stamp: tuple[int, int, str] = field(default=(0, 0, ""), init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.app = weakref.ref(self.app) if self.app is not None else (lambda: None)
+        self.stamp = (self.serial, self.pid, self.label())
 
     def use_session(self, session: Any) -> bool:
         """Remember that this scope used `session`; True the first time."""
@@ -75,7 +79,10 @@ class Scope:
         return data
 
     def label(self) -> str:
-        return f"request #{self.serial} ({self.name})" if self.kind == "request" else f"job #{self.serial} ({self.name})"
+        if self._label is None:  # kind, serial and name never change after creation
+            self._label = (f"request #{self.serial} ({self.name})" if self.kind == "request"
+                           else f"job #{self.serial} ({self.name})")
+        return self._label
 
 
 def push(scope: Scope) -> Scope:

@@ -245,9 +245,9 @@ def on_orm_execute(m: "Monitor", orm_state: Any) -> None:
         return
     scope = m.watched()
     if orm_state.is_select:
-        if scope is not None:
-            for mapper in orm_state.all_mappers:
-                scope.tables_read.add(mapper.local_table.name if hasattr(mapper, "local_table") else str(mapper))
+        mapper = orm_state.bind_mapper  # the statement's main entity: cheaper than all_mappers per read
+        if scope is not None and mapper is not None:
+            scope.tables_read.add(mapper.local_table.name)
         if orm_state.is_relationship_load and scope is not None:
             from .objects import check_lazy_load
 

@@ -63,7 +63,10 @@ def on_engine_connect(m: "Monitor", conn: Any) -> None:
 
 def on_checkout(m: "Monitor", record: Any) -> None:
     made_by = record.info.get(PID_KEY)
-    if made_by is None or made_by == os.getpid():
+    if made_by is None:  # made before the doctor was installed: this process is the first seen using it
+        record.info[PID_KEY] = os.getpid()
+        return
+    if made_by == os.getpid():
         return
     scope = m.watched()
     server_id = record.info.get(SERVER_ID_KEY, "?")
