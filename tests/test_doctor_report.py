@@ -7,11 +7,11 @@ from typing import Any, Iterator
 
 import pytest
 from flask import Flask, request
-from sqlalchemy import Integer, String, create_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, scoped_session, sessionmaker
-
+from sqlalchemy.orm import scoped_session, sessionmaker
 from stale_doctor import CAUSES, StaleDoctor
 from stale_doctor.report import render
+
+from tests.doctor_apps.common import Thing, make_engine
 
 
 def finding(cause: str, subject: str, occurrences: int, at: str, proof: str, *, endpoint: str = "edit",
@@ -92,16 +92,6 @@ def test_render_no_findings() -> None:
 # ---- the Flask CLI ----------------------------------------------------------------------------
 
 
-class Base(DeclarativeBase):
-    pass
-
-
-class Note(Base):
-    __tablename__ = "notes"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    text: Mapped[str] = mapped_column(String(50))
-
-
 @pytest.fixture(autouse=True)
 def no_doctor_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in [k for k in __import__("os").environ if k.startswith("STALE_DOCTOR_")]:
@@ -113,8 +103,7 @@ def make_app(tmp_path: Path) -> Iterator[Any]:
     made: list[tuple[StaleDoctor, Any]] = []
 
     def make(config: dict[str, Any]) -> tuple[Flask, StaleDoctor]:
-        engine = create_engine(f"sqlite:///{tmp_path / 'notes.db'}")
-        Base.metadata.create_all(engine)
+        engine = make_engine(str(tmp_path / "things.db"))
         db_session = scoped_session(sessionmaker(bind=engine))
         app = Flask(__name__)
         app.config.update(TESTING=True, **config)
@@ -125,7 +114,7 @@ def make_app(tmp_path: Path) -> Iterator[Any]:
 
         @app.post("/notes")
         def add_note() -> tuple[str, int]:
-            db_session.add(Note(text=request.form["text"]))
+            db_session.add(Thing(name=request.form["text"]))
             db_session.flush()  # the bug: flushed, never committed
             return "created", 201
 
