@@ -78,7 +78,6 @@ class StaleDoctor:
         try:
             yield
         finally:
-            MONITOR.guard(_job_end)(scope)
             MONITOR.pop_job(scope, token)
 
     @property
@@ -97,20 +96,6 @@ class StaleDoctor:
             if state is not None and state.settings.enabled:
                 MONITOR.release()
         self._apps.clear()
-
-
-def _job_end(scope: Any) -> None:
-    """A transaction begun in the job and still open when it ends outlives it."""
-    for session in scope.live_sessions():
-        track = session.info.get("stale_doctor")
-        tx = getattr(track, "tx", None)
-        if tx is None or not session.in_transaction() or tx.scope_serial != scope.serial or tx.reported:
-            continue
-        tx.reported = True
-        MONITOR.emit("background_app_context",
-                     f"{scope.label()} ended with the transaction it began still open ({tx.age():.1f} s, "
-                     f"{tx.isolation}): the next job in this app context continues it, reading its old snapshot",
-                     f"jobend:{scope.name}", scope, location="", **tx.evidence())
 
 
 __all__ = ["StaleDoctor", "StaleDataFound", "ConfigError"]

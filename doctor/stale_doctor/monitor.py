@@ -29,7 +29,7 @@ from . import objects, responses, sessions, transactions
 from .config import Settings
 from .evidence import user_frame
 from .findings import Finding, Sink
-from .scopes import Scope, current, live_requests_skipped
+from .scopes import Scope, current, live_requests_skipped, push
 
 log = logging.getLogger("stale_doctor")
 
@@ -218,9 +218,7 @@ class Monitor:
     # ---- scopes from Flask's signals ----------------------------------------------------
 
     def _appcontext_pushed(self, app: flask.Flask, **_: Any) -> None:
-        scope = Scope("job", app, f"app context of {app.import_name}", placeholder=True)
-        scope.previous = current.get()
-        current.set(scope)
+        push(Scope("job", app, f"app context of {app.import_name}", placeholder=True))
 
     def _appcontext_popped(self, app: flask.Flask, **_: Any) -> None:
         scope = current.get()
@@ -253,7 +251,7 @@ class Monitor:
             return
         objects.sweep_survivors(self, scope)
         transactions.sweep_ages(self, scope)
-        sessions.check_leftovers(self, state, scope, base)
+        sessions.check_leftovers(self, state, scope)
 
     def _request_finished(self, app: flask.Flask, response: Any, **_: Any) -> None:
         scope = self.watched()
@@ -283,13 +281,14 @@ class Monitor:
 
     def push_job(self, app: Any, name: str) -> tuple[Scope, Any]:
         scope = Scope("job", app, name)
-        scope.previous = current.get()
-        token = current.set(scope)
-        return scope, token
+        return scope, push(scope)
 
     def pop_job(self, scope: Scope, token: Any) -> None:
-        self._finish(scope)
-        current.reset(token)
+        """End a `doctor.job()`: its checks run guarded, and the scope below it is restored always."""
+        try:
+            self.guard(self._finish)(scope)
+        finally:
+            current.reset(token)
 
 
 MONITOR = Monitor()

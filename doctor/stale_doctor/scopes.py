@@ -85,10 +85,10 @@ class Scope:
         return self._label
 
 
-def push(scope: Scope) -> Scope:
+def push(scope: Scope) -> Any:
+    """Make `scope` the running one, above the one running now; returns the contextvar token."""
     scope.previous = current.get()
-    current.set(scope)
-    return scope
+    return current.set(scope)
 
 
 def live_requests_skipped(scope: Scope | None) -> Scope | None:

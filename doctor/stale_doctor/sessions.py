@@ -22,8 +22,9 @@ from sqlalchemy.orm import Session, scoped_session
 from sqlalchemy.util import ScopedRegistry, ThreadLocalRegistry
 
 from .evidence import isolation_note, user_frame
+from .objects import check_lazy_load
 from .scopes import Scope
-from .transactions import TX_KEY, TxInfo
+from .transactions import TX_KEY, TxInfo, check_age
 
 if TYPE_CHECKING:
     from .monitor import AppState, Monitor
@@ -118,8 +119,8 @@ def _kind(registry: scoped_session[Any]) -> str:
 
 # ---- first use of a session in a scope ----------------------------------------------------
 
-def session_used(m: "Monitor", session: Session) -> Track | None:
-    scope = m.watched()
+def session_used(m: "Monitor", session: Session, scope: Scope | None) -> Track | None:
+    """Note that `scope` (the running, watched scope) uses `session`; classify a carry-over."""
     if scope is None:
         return None
     track = track_of(session)
@@ -209,7 +210,7 @@ def carried_over(m: "Monitor", state: "AppState", scope: Scope, session: Session
                    track.token, scope, location=location, **evidence)
 
 
-def check_leftovers(m: "Monitor", state: "AppState", scope: Scope, base: Scope | None) -> None:
+def check_leftovers(m: "Monitor", state: "AppState", scope: Scope) -> None:
     """At a request's start: does a registry already hold a session from an earlier request?"""
     state.registries.scan()
     for name, scoped, kind in state.registries.scoped:
@@ -240,24 +241,20 @@ def _flask_version() -> str:
 
 def on_orm_execute(m: "Monitor", orm_state: Any) -> None:
     session = orm_state.session
-    track = session_used(m, session)
-    if track is None:
-        return
     scope = m.watched()
+    track = session_used(m, session, scope)
+    if track is None or scope is None:
+        return
     if orm_state.is_select:
         mapper = orm_state.bind_mapper  # the statement's main entity: cheaper than all_mappers per read
-        if scope is not None and mapper is not None:
+        if mapper is not None:
             scope.tables_read.add(mapper.local_table.name)
-        if orm_state.is_relationship_load and scope is not None:
-            from .objects import check_lazy_load
-
+        if orm_state.is_relationship_load:
             check_lazy_load(m, scope, orm_state)
     elif orm_state.is_insert or orm_state.is_update or orm_state.is_delete:
         tables = sorted({mp.local_table.name for mp in orm_state.all_mappers if hasattr(mp, "local_table")})
         _wrote(m, track, scope, tables, "INSERT" if orm_state.is_insert else "UPDATE" if orm_state.is_update else "DELETE")
-    if scope is not None and scope.kind == "job" and track.tx is not None and session.in_transaction():
-        from .transactions import check_age
-
+    if scope.kind == "job" and track.tx is not None and session.in_transaction():
         if not track.tx.reported and not track.tx.explained:
             check_age(m, track.tx, scope)
 
@@ -273,7 +270,7 @@ def _wrote(m: "Monitor", track: Track, scope: Scope | None, tables: list[str], v
 
 
 def on_after_begin(m: "Monitor", session: Session, conn: Any) -> None:
-    track = session_used(m, session) or track_of(session)
+    track = session_used(m, session, m.watched()) or track_of(session)
     tx = conn.info.get(TX_KEY)
     if tx is not None:
         tx.session_token = track.token
@@ -281,8 +278,8 @@ def on_after_begin(m: "Monitor", session: Session, conn: Any) -> None:
 
 
 def on_before_flush(m: "Monitor", session: Session) -> None:
-    track = session_used(m, session)
     scope = m.watched()
+    track = session_used(m, session, scope)
     if track is None or scope is None or scope.kind != "request" or scope.locking_reads:
         return
     for obj in list(session.dirty):

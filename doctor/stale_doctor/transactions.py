@@ -140,7 +140,19 @@ def sweep_ages(m: "Monitor", scope: Scope) -> None:
 
 
 def check_job_end(m: "Monitor", scope: Scope) -> None:
-    """A job (or a non-request app context) ends: its transactions must end with it."""
+    """A job (or a non-request app context) ends: its transactions must end with it.
+
+    A transaction a `doctor.job()` began and left open outlives it, whatever its age: the next
+    job in the same app context continues it. One an app context left open is judged by age.
+    """
     for tx in list(m.open_transactions.values()):
-        if tx.scope_serial == scope.serial and tx.scope_kind == "job" and not tx.reported:
+        if tx.scope_serial != scope.serial or tx.scope_kind != "job" or tx.reported:
+            continue
+        if scope.placeholder:
             check_age(m, tx, scope)
+            continue
+        tx.reported = True
+        m.emit("background_app_context",
+               f"{scope.label()} ended with the transaction it began still open ({tx.age():.1f} s, "
+               f"{tx.isolation}): the next job in this app context continues it, reading its old snapshot",
+               f"jobend:{scope.name}", scope, location="", **tx.evidence())
