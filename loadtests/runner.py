@@ -27,7 +27,7 @@ from lab import databases
 from lab.engine import REPO_ROOT, configure_engine, engine_options
 from lab import results
 from lab.harness.runner import prepare_database
-from lab.harness.scenario import DOCTOR_ENV, doctor_requested
+from lab.harness.scenario import DOCTOR_ENV, doctor_causes, doctor_findings, doctor_requested
 from lab.harness.server import GunicornServer
 from lab.models import Transaction
 from loadtests import checker
@@ -84,7 +84,7 @@ class AppRun:
                                                     "cpu_per_wall": round(self.cpu_share, 3)},
             "checker": self.report.to_dict() if self.report else None, "ratio": self.ratio,
             "server_exceptions": self.server_exceptions, "failure": self.failure,
-            **({"doctor": {"causes": sorted({f["cause"] for f in self.doctor}), "findings": self.doctor}}
+            **({"doctor": {"causes": doctor_causes(self.doctor), "findings": self.doctor}}
                if self.doctor is not None else {}),
         }
 
@@ -142,9 +142,8 @@ def run_app(cause: str, app: str, module: str, backend: str, options: LoadOption
             server.stop()
             run.server_exceptions = server_exceptions(out_dir / "gunicorn.log")
             if doctor_requested():
-                lines = doctor_file.read_text().splitlines() if doctor_file.exists() else []
-                run.doctor = [json.loads(line) for line in lines if line.strip()]
-                echo(f"  doctor on {app}: " + (", ".join(sorted({f["cause"] for f in run.doctor})) or "nothing found"))
+                run.doctor = doctor_findings(doctor_file)
+                echo(f"  doctor on {app}: " + (", ".join(doctor_causes(run.doctor)) or "nothing found"))
         if db_url:
             try:
                 databases.drop_database(db_url)  # also ends sessions a broken app left open

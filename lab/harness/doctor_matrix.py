@@ -18,8 +18,9 @@ def _cell(broken: CellResult | None, fixed: CellResult | None) -> str:
     if broken is None or broken.verdict == NOT_APPLICABLE:
         return "N/A"
     found = ", ".join(broken.doctor or []) or "nothing"
-    clean = "clean" if fixed is not None and not fixed.doctor else ", ".join(fixed.doctor or []) if fixed else "?"
-    return f"{found} · fixed: {clean}"
+    if fixed is None:
+        return f"{found} · fixed: ?"
+    return f"{found} · fixed: {', '.join(fixed.doctor or []) or 'clean'}"
 
 
 def doctor_table(results: list[CellResult], backends: list[str]) -> str:

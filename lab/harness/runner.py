@@ -25,7 +25,7 @@ from sqlalchemy import create_engine
 
 from lab import databases, seed
 from lab.engine import REPO_ROOT, configure_engine, engine_options, server_version
-from lab.harness.scenario import Cause, Scenario, doctor_requested
+from lab.harness.scenario import Cause, Scenario, doctor_causes, doctor_findings, doctor_requested
 from lab.harness.verdicts import INCONCLUSIVE, NOT_APPLICABLE, Judgement
 from lab.results import link_latest, new_run_dir
 
@@ -135,10 +135,8 @@ def read_doctor_findings(scenario: Scenario) -> dict[str, Any] | None:
     """What the doctor wrote while the scenario's apps ran (after they stopped), if it was installed."""
     if not doctor_requested():
         return None
-    path = scenario.doctor_path
-    lines = path.read_text().splitlines() if path.exists() else []
-    findings = [json.loads(line) for line in lines if line.strip()]
-    return {"causes": sorted({f["cause"] for f in findings}), "findings": findings}
+    findings = doctor_findings(scenario.doctor_path)
+    return {"causes": doctor_causes(findings), "findings": findings}
 
 
 def prepare_database(db_url: str, size: int) -> str:

@@ -38,6 +38,16 @@ def doctor_requested() -> bool:
     return os.environ.get("LAB_DOCTOR") == "1"
 
 
+def doctor_findings(path: Path) -> list[dict[str, Any]]:
+    """The findings the doctor appended to `path` (STALE_DOCTOR_FILE) while the apps ran."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def doctor_causes(findings: list[dict[str, Any]]) -> list[str]:
+    return sorted({finding["cause"] for finding in findings})
+
+
 @dataclass(frozen=True)
 class Cause:
     name: str

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
+from flask import Flask, g
 from sqlalchemy import Engine, Integer, String, create_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -28,3 +31,20 @@ def make_engine(db_path: str, rows: int = 3) -> Engine:
             session.commit()
     seeder.dispose()
     return create_engine(url)
+
+
+def session_per_request(app: Flask, engine: Engine) -> Callable[[], Session]:
+    """The clean way: a Session per request (kept on `g`), closed when the app context ends."""
+
+    @app.teardown_appcontext
+    def close(exc: BaseException | None = None) -> None:
+        own = g.pop("session", None)
+        if own is not None:
+            own.close()
+
+    def session() -> Session:
+        if "session" not in g:
+            g.session = Session(engine)
+        return g.session  # type: ignore[no-any-return]
+
+    return session

@@ -6,11 +6,11 @@ Clean (shared=False): a Session per request, closed at teardown.
 
 from __future__ import annotations
 
-from flask import Flask, g
+from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .common import Thing, make_engine
+from .common import Thing, make_engine, session_per_request
 
 SESSION = Session()
 
@@ -21,20 +21,12 @@ def create_app(db_path: str, *, shared: bool = True) -> Flask:
     SESSION.bind = engine
     app.extensions["engine"] = engine
 
+    per_request = session_per_request(app, engine)
+
     def session() -> Session:
-        if shared:
-            return SESSION
-        if "session" not in g:
-            g.session = Session(engine)
-        return g.session
+        return SESSION if shared else per_request()
 
     app.extensions["session_getter"] = session
-
-    @app.teardown_appcontext
-    def close(exc: BaseException | None = None) -> None:
-        own = g.pop("session", None)
-        if own is not None:
-            own.close()
 
     @app.get("/things")
     def things() -> dict[str, list[str]]:

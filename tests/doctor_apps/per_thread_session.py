@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import threading
 
-from flask import Flask, g
+from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .common import Thing, make_engine
+from .common import Thing, make_engine, session_per_request
 
 _local = threading.local()
 
@@ -23,20 +23,14 @@ def create_app(db_path: str, *, kept: bool = True) -> Flask:
     engine = make_engine(db_path)
     _local.__dict__.clear()
 
-    def session() -> Session:
-        if kept:
-            if not hasattr(_local, "session"):
-                _local.session = Session(engine)
-            return _local.session  # type: ignore[no-any-return]
-        if "session" not in g:
-            g.session = Session(engine)
-        return g.session
+    per_request = session_per_request(app, engine)
 
-    @app.teardown_appcontext
-    def close(exc: BaseException | None = None) -> None:
-        own = g.pop("session", None)
-        if own is not None:
-            own.close()
+    def session() -> Session:
+        if not kept:
+            return per_request()
+        if not hasattr(_local, "session"):
+            _local.session = Session(engine)
+        return _local.session  # type: ignore[no-any-return]
 
     @app.get("/things")
     def things() -> dict[str, list[str]]:
