@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
-import http.client
 import json
 import os
 import sys
@@ -37,7 +36,8 @@ from bench.measure import percentile
 from lab import databases
 from lab.engine import REPO_ROOT
 from lab.harness.runner import prepare_database
-from lab.harness.server import GunicornServer
+from lab.harness.scenario import DOCTOR_ENV
+from lab.harness.server import Actor, GunicornServer
 from lab.results import link_latest, new_run_dir
 
 SCHEMA_VERSION = 1
@@ -46,7 +46,7 @@ PAGES = ("/api/transactions", "/transactions")
 MEMORY_PATH = "/api/transactions"
 OVERHEAD_TARGET_PERCENT = 5.0
 MEMORY_TARGET_PERCENT = 5.0
-DOCTOR_EXTENSION = "stale_doctor:StaleDoctor"
+DOCTOR_EXTENSION = DOCTOR_ENV["LAB_EXTENSIONS"]  # installed as `make doctor` installs it
 PROBE_HEADER = "X-Stale-Doctor-Probe"
 LAYERS_HEADER = "X-Stale-Doctor-Layers"
 
@@ -183,18 +183,6 @@ def _dispose(*apps: Any) -> None:
 
 # ---- 2. under gunicorn ---------------------------------------------------------------------
 
-def http_get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:
-    """One GET on a new connection (keep-alive off); status and headers, the body read whole."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        connection.request("GET", path, headers={"Connection": "close", **(headers or {})})
-        response = connection.getresponse()
-        response.read()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}
-    finally:
-        connection.close()
-
-
 def load(port: int, path: str, requests: int, threads: int) -> dict[str, Any]:
     """`requests` GETs spread over `threads` threads: wall time, requests/s, latencies, errors."""
     latencies: list[float] = []
@@ -210,7 +198,7 @@ def load(port: int, path: str, requests: int, threads: int) -> dict[str, Any]:
                     break
             started = time.perf_counter()
             try:
-                status, _ = http_get(port, path)
+                status = Actor("bench", port, timeout=30).get(path).status
                 if status != 200:
                     raise RuntimeError(f"HTTP {status}")
                 mine.append(1000 * (time.perf_counter() - started))
@@ -240,8 +228,8 @@ def server_env(db_url: str, doctor_file: Path | None) -> dict[str, str]:
 
 def doctor_answers(port: int) -> bool:
     """Does the server's doctor answer the layer probe (its after_request hook ran)?"""
-    _, headers = http_get(port, PAGES[0], {PROBE_HEADER: "transactions:1:version"})
-    return LAYERS_HEADER.lower() in headers
+    reply = Actor("bench", port, timeout=30, headers={PROBE_HEADER: "transactions:1:version"}).get(PAGES[0])
+    return LAYERS_HEADER.lower() in reply.headers
 
 
 def under_gunicorn(db_url: str, settings: Settings, run_dir: Path,
