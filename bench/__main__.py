@@ -19,7 +19,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from bench import cases, dataset, measure, report
+from bench import cases, dataset, measure, report, throughput
 from bench.app import create_app
 from lab import databases, seed
 from lab.engine import REPO_ROOT, server_version
@@ -68,6 +68,8 @@ class Options:
     shallow: tuple[int, ...] = (cases.FIRST, cases.HUNDREDTH)
     deep: int = cases.TEN_THOUSANDTH
     deep_min_matches: int = cases.DEEP_PAGE_MIN_MATCHES
+    throughput_seconds: float = 5.0  # each path, each round, under the 2x4 server
+    throughput_rounds: int = 3
 
 
 def _available(backend: str, required: bool) -> bool:
@@ -103,6 +105,7 @@ def run_backend(backend: str, options: Options) -> dict[str, Any]:
     setup_engine = dataset.make_engine(data.url, app_timeouts=False)
     floor = measure.Floor(dataset.make_engine(data.url))
     server: GunicornServer | None = None
+    capacity: dict[str, Any] | None = None
     try:
         version = server_version(setup_engine)
         if options.http:
@@ -124,8 +127,13 @@ def run_backend(backend: str, options: Options) -> dict[str, Any]:
             for position, figures in zip(pages, measured):
                 row = position_row(case, position, total, figures)
                 positions.append(row)
-                print(f"{backend} | {case.name} | page {position.depth:,}: in-process p50 "
-                      f"{row['in_process']['p50_ms']:.1f} ms, floor {row['floor']['p50_ms']:.1f} ms", file=sys.stderr)
+                print(f"{backend} | {case.name} | page {position.depth:,}: JSON p50 {row['in_process']['p50_ms']:.1f} ms"
+                      f" = {row['ratio']:.1f}x its floor, HTML {row['html']['p50_ms']:.1f} ms = {row['html_ratio']:.1f}x",
+                      file=sys.stderr)
+        if server is not None:
+            server.stop()
+            server = None
+            capacity = list_to_ping(data.url, run_dir, options)
     finally:
         if server is not None:
             server.stop()
@@ -154,16 +162,29 @@ def run_backend(backend: str, options: Options) -> dict[str, Any]:
         "statements_by_page_size": by_size,
         "pings_per_request": max((p["pings"] for p in positions), default=0),
         "positions": positions,
+        "throughput": capacity,
     }
     result["targets"] = [t.as_dict() for t in report.evaluate(result)]
     result["path"] = str(report.write(result, run_dir))
     print()
     print(report.header(result))
     print(report.table(result))
-    print("targets:" if backend == "postgresql" else
-          "targets (the issue sets them for PostgreSQL at 1M rows; shown here for comparison):")
+    print(report.throughput_lines(result))
+    print("targets:")
     for target in report.evaluate(result):
         print(target.line())
+    return result
+
+
+def list_to_ping(url: str, run_dir: Path, options: Options) -> dict[str, Any]:
+    """Requests/s of the first page (JSON and HTML) and of /_lab/ping on one gunicorn server
+    of 2 workers x 4 threads, under the benchmark's own keep-alive load (bench/throughput.py)."""
+    paths = {"ping": "/_lab/ping", "json": measure.KEYSET_PATH, "html": measure.HTML_PATH}
+    with GunicornServer("fixed.app:create_app()", env={"LAB_DATABASE_URL": url},
+                        log_path=run_dir / "gunicorn-2x4.log", workers=2, threads=4) as server:
+        result = throughput.measure(server.port, paths, seconds=options.throughput_seconds,
+                                    rounds=options.throughput_rounds)
+    result["server"] = "gunicorn, 2 workers x 4 threads (gthread)"
     return result
 
 
@@ -197,6 +218,13 @@ def position_row(case: cases.Case, position: cases.Position, total: int,
         "offset_error": figures.offset_error,
         "overhead_ms": round(in_process["p50_ms"] - floor["p50_ms"], 3),
         "ratio": round(in_process["p50_ms"] / floor["p50_ms"], 2) if floor["p50_ms"] else None,
+        "floor_matches_app": figures.floor_matches_app,
+        "json_bytes": figures.json_bytes,
+        "html_floor": figures.html_floor.summary(),
+        "html": figures.html.summary(),
+        "html_ratio": round(figures.html.p50 / figures.html_floor.p50, 2) if figures.html_floor.p50 else None,
+        "html_bytes": figures.html_bytes,
+        "html_statements": figures.html_statements,
         "statements": figures.statements,
         "pings": figures.pings,
         "offset_statements": figures.offset_statements,

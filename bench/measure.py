@@ -26,10 +26,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, event
 from werkzeug.datastructures import MultiDict
 
+from bench import floor as floor_json
 from bench.explain import Statement
 
 KEYSET_PATH = "/api/transactions"
+HTML_PATH = "/transactions"
 OFFSET_PATH = "/bench/offset-transactions"
+Encoder = Callable[[list[floor_json.Result]], bytes]
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -114,16 +117,18 @@ def capture(engine: Engine, request: Callable[[], Any]) -> list[Statement]:
 
 
 class Floor:
-    """Replays captured statements on a plain DBAPI connection (no ORM, no Flask)."""
+    """Replays captured statements on a plain DBAPI connection (no ORM, no Flask) and encodes
+    the response's data from the driver's rows (bench/floor.py)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.connection = engine.raw_connection()  # same connect-time settings as the app's
 
-    def run(self, statements: list[Statement]) -> tuple[float, list[float]]:
-        """Milliseconds in all (the closing rollback included, as the app's session ends with
-        one) and per statement."""
+    def run(self, statements: list[Statement], encode: Encoder | None = None) -> tuple[float, list[float], bytes]:
+        """Milliseconds in all (the closing rollback and the encoding included, as the app's
+        session ends with one and the app encodes its answer), per statement, and the body."""
         timings = []
+        results: list[floor_json.Result] = []
         begun = time.perf_counter()
         cursor = self.connection.cursor()
         try:
@@ -131,12 +136,15 @@ class Floor:
                 started = time.perf_counter()
                 cursor.execute(sql, parameters)
                 if cursor.description is not None:
-                    cursor.fetchall()
+                    results.append((sql, [column[0] for column in cursor.description], cursor.fetchall()))
+                else:
+                    results.append((sql, (), ()))
                 timings.append(1000 * (time.perf_counter() - started))
         finally:
             cursor.close()
             self.connection.rollback()
-        return 1000 * (time.perf_counter() - begun), timings
+        body = encode(results) if encode is not None else b""
+        return 1000 * (time.perf_counter() - begun), timings, body
 
     def close(self) -> None:
         self.connection.close()
@@ -186,18 +194,24 @@ class Target:
 
 @dataclass
 class PositionResult:
-    floor: Samples = field(default_factory=Samples)
+    floor: Samples = field(default_factory=Samples)  # the JSON page's statements + its encoding
     floor_count: Samples = field(default_factory=Samples)  # the last statement alone: the capped count
     in_process: Samples = field(default_factory=Samples)
     in_process_cpu: Samples = field(default_factory=Samples)
+    html_floor: Samples = field(default_factory=Samples)  # the HTML page's statements + its data as JSON
+    html: Samples = field(default_factory=Samples)  # the HTML page in process
     http: Samples | None = None
     offset: Samples | None = None
     offset_error: str | None = None  # why OFFSET has no figure (e.g. it hit the app's statement timeout)
     statements: list[str] = field(default_factory=list)  # first word of each statement of one request
+    html_statements: list[str] = field(default_factory=list)
     pings: int = 0
     offset_statements: list[str] = field(default_factory=list)
     rows: int = 0
     next_cursor: bool = False
+    json_bytes: int = 0
+    html_bytes: int = 0
+    floor_matches_app: bool = False  # the floor's JSON is the app's body, byte for byte
 
 
 def measure_case(client: FlaskClient, floor: Floor, counter: StatementCounter, targets: list[Target],
@@ -205,29 +219,46 @@ def measure_case(client: FlaskClient, floor: Floor, counter: StatementCounter, t
     """All measurements of the pages of one case.
 
     Keyset figures are taken in rounds over every page of the case and every way of asking
-    (floor, in process, HTTP), so the first and the 10,000th page are measured under the same
-    conditions and their ratio is not an artefact of a burst of load elsewhere.
+    (floor, in process, HTML floor, HTML, HTTP), so the first and the 10,000th page are
+    measured under the same conditions and their ratio is not an artefact of a burst of load
+    elsewhere.
     """
-    results, replays = [], []
+    results, replays, html_replays, encoders = [], [], [], []
     for target in targets:
         result = PositionResult(http=Samples() if http_port is not None else None)
         with counter.counting():
-            body = in_process(client, KEYSET_PATH, target.keyset_query).get_json()
+            response = in_process(client, KEYSET_PATH, target.keyset_query)
+        body = response.get_json()
         result.statements, result.pings = list(counter.statements), counter.pings
         result.rows, result.next_cursor = len(body["items"]), body["next_cursor"] is not None
-        replays.append(capture(counter.engine, lambda: in_process(client, KEYSET_PATH, target.keyset_query)))
+        result.json_bytes = len(response.data)
+        with counter.counting():
+            result.html_bytes = len(in_process(client, HTML_PATH, target.keyset_query).data)
+        result.html_statements = list(counter.statements)
+        replay = capture(counter.engine, lambda: in_process(client, KEYSET_PATH, target.keyset_query))
+        limit = int(target.keyset_query.get("limit") or body["limit"])
+        encoders.append((lambda rows, limit=limit: floor_json.json_page(rows, limit),
+                         lambda rows, limit=limit: floor_json.html_page_data(rows, limit)))
+        result.floor_matches_app = floor.run(replay, encoders[-1][0])[2] == response.data
+        replays.append(replay)
+        html_replays.append(capture(counter.engine, lambda: in_process(client, HTML_PATH, target.keyset_query)))
         results.append(result)
 
     def one_round(record: bool) -> None:
-        for target, replay, result in zip(targets, replays, results):
-            total, per_statement = floor.run(replay)
+        for target, replay, html_replay, (encode, encode_html), result in zip(
+                targets, replays, html_replays, encoders, results):
+            total, per_statement, _ = floor.run(replay, encode)
             wall, cpu = timed_with_cpu(lambda: in_process(client, KEYSET_PATH, target.keyset_query))
+            html_total = floor.run(html_replay, encode_html)[0]
+            html = timed(lambda: in_process(client, HTML_PATH, target.keyset_query))
             http = timed(lambda: _check_http(http_port, target.keyset_query)) if http_port is not None else None
             if record:
                 result.floor.ms.append(total)
                 result.floor_count.ms.append(per_statement[-1])
                 result.in_process.ms.append(wall)
                 result.in_process_cpu.ms.append(cpu)
+                result.html_floor.ms.append(html_total)
+                result.html.ms.append(html)
                 if result.http is not None and http is not None:
                     result.http.ms.append(http)
 

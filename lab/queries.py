@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import Row, Select, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
@@ -233,8 +233,11 @@ def update_contact(session: Session, tx_id: int, contact_id: int | None, seen_ve
         raise UnknownContact(f"no contact with id {contact_id}") from error
 
 
-def list_contacts(session: Session) -> Sequence[Contact]:
-    return session.scalars(select(Contact).order_by(Contact.name)).all()
+def list_contacts(session: Session) -> Sequence[Row[tuple[int, str]]]:
+    """Every contact's id and name, by name: the page's contact choices. Plain rows (`.id`,
+    `.name`), not Contact objects: nothing on the page edits a contact, so the identity map
+    has nothing to track, and 40 rows cost a third of what 40 objects do."""
+    return session.execute(select(Contact.id, Contact.name).order_by(Contact.name)).all()
 
 
 # ---- OFFSET pagination: the broken way, kept for the offset_pagination lesson and the benchmark

@@ -12,7 +12,7 @@ import re
 import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import click
 from flask import Flask, Response, has_request_context, jsonify, render_template, request
@@ -232,20 +232,37 @@ def render_page(page: queries.Page, filters: queries.Filters, contacts: list[dic
         contacts=contacts,
         args=request.args,
         types=TRANSACTION_TYPES,
-        current_query=urlencode(list(request.args.items(multi=True))),
         next_query=urlencode(kept + [("cursor", data["next_cursor"])]) if data["next_cursor"] else None,
         total_text=f"{page.total:,}+" if page.total_capped else f"{page.total:,}",
     )
 
 
 def back_to_list(form: Mapping[str, str]) -> str:
-    """Where a form edit returns: the list with the filters the user had (never another site)."""
-    query = form.get("return_to", "")
+    """Where a form edit returns: the list with the filters the user had (never another site).
+
+    The form's `return_to` (a query string) when it sends one; else the query of the list page
+    the form was posted from, read from the Referer (base.html asks browsers to send it for
+    requests to this site). The page's forms rely on the latter: a return_to in each of its
+    100 forms would repeat the filters' query 100 times in every page.
+    """
+    query = form.get("return_to")
+    if query is None:
+        query = _list_query_of(request.referrer)
     # Control characters (CR/LF) cannot go into a Location header: the redirect would fail
     # with a 500 *after* the edit was committed. Such a return_to is dropped, like a URL.
     if not query or "://" in query or any(c < " " or c == "\x7f" for c in query):
         return "/transactions"
     return f"/transactions?{query}"
+
+
+def _list_query_of(referrer: str | None) -> str:
+    """The query of a Referer that is this app's list page, else ''."""
+    if not referrer:
+        return ""
+    parts = urlsplit(referrer)
+    if parts.path != "/transactions" or (parts.netloc and parts.netloc != request.host):
+        return ""
+    return parts.query
 
 
 # ---- app-wide behaviour ----------------------------------------------------------------

@@ -126,7 +126,6 @@ class PageParser(HTMLParser):
         self.error_status: int | None = None
         self.error_field: str | None = None
         self._row: dict[str, Any] | None = None
-        self._in_select = False
         self._text: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -136,10 +135,8 @@ class PageParser(HTMLParser):
             self.rows.append(self._row)
         elif tag == "input" and self._row is not None and a.get("name") == "label":
             self._row["label"] = a.get("value") or None
-        elif tag == "select" and self._row is not None and a.get("name") == "contact_id":
-            self._in_select = True
-        elif tag == "option" and self._in_select and self._row is not None and "selected" in a:
-            self._row["contact_id"] = int(a["value"] or 0)
+        elif tag == "input" and self._row is not None and a.get("name") == "contact_id":
+            self._row["contact_id"] = int(a["value"]) if a.get("value") else None
         elif tag == "a" and a.get("rel") == "next":
             self.next_href = a.get("href")
         elif tag == "p" and "data-total" in a:
@@ -150,9 +147,7 @@ class PageParser(HTMLParser):
             self.error_field = a.get("data-field")
 
     def handle_endtag(self, tag: str) -> None:
-        if tag == "select":
-            self._in_select = False
-        elif tag == "tr":
+        if tag == "tr":
             self._row = None
 
     def handle_data(self, data: str) -> None:

@@ -7,6 +7,7 @@ version that is no longer current gets 409 and changes nothing in the database.
 from __future__ import annotations
 
 from typing import Any
+from html.parser import HTMLParser
 from urllib.parse import parse_qsl, urlsplit
 
 from tests.oracle import REFERENCE, ROW_BY_ID, SEED_ROWS, WALLET_ADDRESS, api_ids, db_row, expected_ids, parse_page, snapshot
@@ -119,6 +120,84 @@ def test_form_edits_redirect_back_and_show_on_reload(client, engine) -> None:  #
     assert (response.status_code, response.headers["Location"]) == (303, "/transactions")
     response = client.post(f"/transactions/{target['id']}/label", data={"label": "y", "version": "5", "return_to": "https://evil.example/"})
     assert (response.status_code, response.headers["Location"]) == (303, "/transactions")
+
+
+class _Forms(HTMLParser):
+    """Every form of a page as a browser submits it: action and the fields it carries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[dict[str, Any]] = []
+        self.datalists: dict[str, list[str]] = {}
+        self.selects = 0
+        self._list: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "form":
+            self.forms.append({"action": a.get("action"), "method": a.get("method"), "fields": {}})
+        elif tag == "input" and self.forms and a.get("name"):
+            self.forms[-1]["fields"][a["name"]] = {"value": a.get("value") or "", "list": a.get("list")}
+        elif tag == "select":
+            self.selects += 1
+        elif tag == "datalist":
+            self._list = self.datalists.setdefault(a.get("id") or "", [])
+        elif tag == "option" and self._list is not None:
+            self._list.append(a.get("value") or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "datalist":
+            self._list = None
+
+
+def test_the_page_edits_from_its_own_forms_and_returns_to_its_filters(client, engine) -> None:  # type: ignore[no-untyped-def]
+    """Posted as a browser posts the page's forms (the fields they carry, the Referer the page
+    asks for): both edits of a row work, and each comes back to the filtered list."""
+    wallet = WALLET_ADDRESS[8]
+    listing = f"http://localhost/transactions?wallet={wallet}&type=in&limit=7"
+    page = client.get(listing)
+    forms = _Forms()
+    forms.feed(page.text)
+    target = next(r for r in parse_page(page.data).rows if r["contact_id"] is None)
+    label_form, contact_form = (f for f in forms.forms if f["action"] in (
+        f"/transactions/{target['id']}/label", f"/transactions/{target['id']}/contact"))
+    assert set(label_form["fields"]) == {"version", "label"} and label_form["method"] == "post"
+    assert set(contact_form["fields"]) == {"version", "contact_id"}
+    # The contact choices: one list for the page, every contact, by id.
+    assert contact_form["fields"]["contact_id"]["list"] == "contacts" and forms.selects == 1  # the type filter
+    assert forms.datalists["contacts"] == [str(c["id"]) for c in sorted(REFERENCE.contacts, key=lambda c: c["name"])]
+
+    def submit(form: dict[str, Any], **typed: str) -> str:
+        data = {name: field["value"] for name, field in form["fields"].items()} | typed
+        response = client.post(form["action"], data=data, headers={"Referer": listing})
+        assert response.status_code == 303, response.text[:300]
+        location = response.headers["Location"]
+        assert parse_qsl(urlsplit(location).query) == parse_qsl(urlsplit(listing).query)  # the same filters
+        return location
+
+    location = submit(label_form, label="rent (June)")
+    assert _html_row(client, location, target["id"])["label"] == "rent (June)"
+    fresh = _Forms()
+    fresh.feed(client.get(location).text)
+    contact_form = next(f for f in fresh.forms if f["action"] == f"/transactions/{target['id']}/contact")
+    assert contact_form["fields"]["version"]["value"] == "2"  # the form carries the new version
+    shown = _html_row(client, submit(contact_form, contact_id="12"), target["id"])
+    assert (shown["contact_id"], shown["version"], shown["label"]) == (12, 3, "rent (June)")
+    # A Referer from another site, or another page, is no place to return to.
+    for version, referrer in ((3, "https://evil.example/transactions?type=in"), (4, "http://localhost/elsewhere?type=in")):
+        response = client.post(f"/transactions/{target['id']}/label", data={"label": "x", "version": str(version)},
+                               headers={"Referer": referrer})
+        assert (response.status_code, response.headers["Location"]) == (303, "/transactions")
+
+
+def test_a_50_row_page_stays_small_whatever_its_filters(client) -> None:  # type: ignore[no-untyped-def]
+    """Under 40 KB for 50 rows: a contact list per row made it 133 KB, and a return_to per form
+    would repeat a long filter query 100 times."""
+    every_wallet = [("wallet", address) for address in WALLET_ADDRESS.values()]  # a 700-character query
+    for params in ([], every_wallet + [("from", "2020-01-01"), ("to", "2030-01-01")]):
+        page = client.get("/transactions", query_string=params + [("limit", "50")])
+        rows = parse_page(page.data).rows
+        assert len(rows) == 50 and len(page.data) < 40_000, (params, len(page.data))
 
 
 def test_stale_api_edit_gets_409_and_changes_nothing(client, engine) -> None:  # type: ignore[no-untyped-def]

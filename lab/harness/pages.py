@@ -11,7 +11,7 @@ from lab.harness.server import Actor
 from lab.harness.steps import NEWEST, describe
 
 # The first row of the list: its id and version (data attributes) and the label in its edit form.
-_FIRST_ROW = re.compile(r'<tr data-id="(\d+)" data-version="(\d+)">.*?class="label" value="([^"]*)"', re.DOTALL)
+_FIRST_ROW = re.compile(r'<tr data-id="(\d+)" data-version="(\d+)">.*?name="label" value="([^"]*)"', re.DOTALL)
 
 
 def read_newest_html(s: Scenario, actor: Actor, expected: str) -> dict[str, Any]:
