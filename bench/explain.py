@@ -48,6 +48,14 @@ def captured(engine: Engine, dry_run: bool = False) -> Iterator[list[Statement]]
         event.remove(engine, "before_cursor_execute", _record)
 
 
+def statement_role(sql: str) -> str:
+    """Which of a page's statements this is: the distinct labels of a "label contains"
+    (queries.labels_containing), the capped count, or the page."""
+    if "WITH RECURSIVE" in sql.upper():
+        return "distinct labels"
+    return "count" if "count(" in sql.lower() else "page"
+
+
 def page_statements(engine: Engine, case: cases.Case, depth: int) -> list[Statement]:
     """The SELECTs of one keyset page request of `case` at `depth` (BEGIN left out), as the
     app sends them; captured without running them."""
@@ -99,7 +107,8 @@ def main() -> None:
             if args.depth > 1 and total <= (args.depth - 1) * cases.PAGE_SIZE:
                 print(f"== {args.db} | {case.name} | page {args.depth}: no such page ({total:,} matches)")
                 continue
-            for label, (sql, params) in zip(("page", "count"), page_statements(engine, case, args.depth)):
+            for sql, params in page_statements(engine, case, args.depth):
+                label = statement_role(sql)
                 print(f"== {args.db} | {case.name} | page {args.depth} | {label}")
                 if args.sql:
                     print(sql, params)

@@ -84,10 +84,13 @@ def evaluate(result: dict[str, Any]) -> list[Target]:
     targets.extend(_throughput_targets(result.get("throughput")))
 
     sizes = result["statements_by_page_size"]
-    most = max(max(len(r["statements"]) for r in rows), max(len(v) for v in sizes.values()))
+    # Queries, not BEGIN (SQLite's recipe sends it as a statement; the servers' drivers begin
+    # unseen): the page and the capped count, plus the distinct labels for "label contains".
+    queries_of = [sum(1 for s in r["statements"] if s != "BEGIN") for r in rows]
+    most = max(queries_of + [sum(1 for s in v if s != "BEGIN") for v in sizes.values()])
     same = len({len(v) for v in sizes.values()}) == 1
     targets.append(Target(
-        f"at most {STATEMENTS_PER_REQUEST} SQL statements per page request, whatever the page size",
+        f"at most {STATEMENTS_PER_REQUEST} queries per page request, whatever the page size",
         most <= STATEMENTS_PER_REQUEST and same,
         f"{most} at most",
         "per page size: " + ", ".join(f"{k}: {'+'.join(v)}" for k, v in sizes.items())

@@ -7,15 +7,16 @@ what the broken variants get wrong and the fixed app gets right, so it is never 
 from __future__ import annotations
 
 import base64
+import functools
 import binascii
 import datetime as dt
 import json
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
-from sqlalchemy import Row, Select, func, or_, select, update
+from sqlalchemy import ColumnElement, Integer, Row, Select, bindparam, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, aliased, joinedload
 
 from lab.models import MAX_INTEGER, Contact, Transaction, Wallet
 
@@ -79,6 +80,9 @@ class Filters:
     asset: str | None = None
     label: str | None = None
     label_contains: str | None = None
+    # Not a parameter: what list_page resolved label_contains to, the distinct labels that
+    # contain it (label IN these); None when not resolved (label_contains is then a LIKE).
+    label_in: tuple[str, ...] | None = None
     unlabelled: bool = False
     contact_id: int | None = None
     date_from: dt.datetime | None = None  # inclusive
@@ -111,11 +115,12 @@ def _filtered(statement: Select, filters: Filters) -> Select:
         statement = statement.where(Transaction.asset_symbol == filters.asset)
     if filters.label is not None:
         statement = statement.where(Transaction.label == filters.label)
-    if filters.label_contains is not None:
+    if filters.label_in is not None:
+        statement = statement.where(Transaction.label.in_(filters.label_in))
+    elif filters.label_contains is not None:
         # autoescape: a user's % and _ are literal characters, not wildcards. The needle is
         # lowered in Python: SQLite's lower() folds ASCII only, so "CAFÉ" would not find "Café".
-        needle = filters.label_contains.lower()
-        statement = statement.where(Transaction.label.icontains(needle, autoescape=True))
+        statement = statement.where(_contains(Transaction.label, _contains_pattern(filters.label_contains)))
     if filters.unlabelled:
         statement = statement.where(Transaction.label.is_(None))
     if filters.contact_id is not None:
@@ -125,6 +130,66 @@ def _filtered(statement: Select, filters: Filters) -> Select:
     if filters.date_to is not None:
         statement = statement.where(Transaction.occurred_at < filters.date_to)
     return statement
+
+
+def _contains(label: ColumnElement[str | None], pattern: ColumnElement[str] | str) -> ColumnElement[bool]:
+    """`label` contains the text of `pattern` (made by `_contains_pattern`), case-insensitively.
+    SQLite's lower() is replaced by Python's on every connection (lab/engine.py), so "CAFÉ"
+    finds "Café" there as on the servers."""
+    return func.lower(label).like(pattern, escape="/")
+
+
+def _contains_pattern(needle: str) -> str:
+    """The LIKE pattern of "contains `needle`": lowered in Python, and the user's %, _ (and the
+    escape character itself) made literal, as SQLAlchemy's icontains(autoescape=True) does."""
+    escaped = needle.lower().replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return f"%{escaped}%"
+
+
+# "Label contains" at 1M rows: no B-tree can find the rows whose label contains a text, and
+# the whole-table LIKE took 70 ms (SQLite, a text in 6% of rows) to 1 s (SQLite, a text in
+# none). But labels repeat: the 1M-row data set has 14 distinct ones. So the page first reads
+# the distinct labels from ix_transactions_label_newest, one index probe per label, keeps
+# those that contain the text, and filters the rows with `label IN (those)`: an exact-match
+# filter that the label and covering indexes serve, with the same rows as LIKE on every row,
+# by construction. No label contains it: no row query at all. Beyond this many distinct labels
+# the walk stops and the rows are filtered with LIKE (PostgreSQL's trigram index serves that).
+DISTINCT_LABELS_READ = 1_000
+
+
+@functools.cache
+def _labels_containing_statement(dialect: str) -> Select:
+    """Up to :rows distinct non-null labels, each found by an index probe, with whether each
+    contains :pattern. Built once per dialect (a statement is immutable): building the
+    recursive walk anew cost more than running it."""
+    rows = bindparam("rows", type_=Integer)
+    if dialect in ("mysql", "mariadb"):
+        # MariaDB's loose index scan ("Using index for group-by"): a GROUP BY on the first
+        # column of an index jumps from group to group. (It runs the walk below as a full
+        # index scan per step: 2.4 s at 1M rows.)
+        labels = (select(Transaction.label).where(Transaction.label.is_not(None))
+                  .group_by(Transaction.label).limit(rows)).subquery("labels")
+    else:
+        # PostgreSQL and SQLite have no loose index scan, so it is written out: a recursive
+        # walk whose every step is "the first label after this one", a one-entry index probe.
+        later = aliased(Transaction)
+        walk = select(func.min(Transaction.label).label("label"), literal(1).label("n")).cte("walk", recursive=True)
+        next_label = (select(later.label).where(later.label > walk.c.label)
+                      .order_by(later.label).limit(1).scalar_subquery())
+        walk = walk.union_all(select(next_label, walk.c.n + 1)
+                              .where(walk.c.label.is_not(None), walk.c.n < rows))
+        labels = select(walk.c.label).where(walk.c.label.is_not(None)).subquery("labels")
+    return select(labels.c.label, _contains(labels.c.label, bindparam("pattern")))
+
+
+def labels_containing(session: Session, needle: str) -> tuple[str, ...] | None:
+    """The distinct labels that contain `needle` (as the LIKE filter matches rows), or None
+    when the table holds more than DISTINCT_LABELS_READ distinct labels."""
+    statement = _labels_containing_statement(session.get_bind().dialect.name)
+    found = session.execute(statement, {"pattern": _contains_pattern(needle), "rows": DISTINCT_LABELS_READ + 1}).all()
+    if len(found) > DISTINCT_LABELS_READ:
+        return None
+    return tuple(label for label, contains in found if contains)
 
 
 def newest_first(statement: Select, cursor: Cursor | None) -> Select:
@@ -166,6 +231,11 @@ def list_page(session: Session, filters: Filters) -> Page:
     whole rows, prefers a `ref` scan of `type = 'fee'` from its newest entry over the range
     that starts at the cursor, and reads every row newer than the cursor (lab/INDEXES.md).
     """
+    if filters.label_contains is not None and filters.label_in is None:
+        labels = labels_containing(session, filters.label_contains)
+        if labels == ():
+            return Page([], None, 0)  # no label contains it: no row can match
+        filters = replace(filters, label_in=labels)
     page_ids = (
         newest_first(_filtered(select(Transaction.id), _without_redundant_end(filters)), filters.cursor)
         .limit(filters.limit + 1)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, insert
+from sqlalchemy.orm import Session
 
 from lab import queries
 from lab.models import Transaction
@@ -128,6 +129,40 @@ def test_filters_match_the_oracle(client, group: str) -> None:  # type: ignore[n
         rows, total = walk_html(client, params + [("limit", "200")])
         assert [r["id"] for r in rows] == expected, params
         assert total == len(expected), params
+
+
+def test_label_contains_reads_the_distinct_labels_then_rows_by_exact_label(client, engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`label_contains` is resolved to `label IN (the distinct labels containing it)`: the same
+    rows as LIKE on every row (the oracle above), and a text no label contains costs the
+    walk over the distinct labels alone. With more distinct labels than the walk reads, the
+    rows are filtered with LIKE instead, with the same result."""
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, _params, _context, _many) -> None:  # type: ignore[no-untyped-def]
+        if statement.strip().upper() != "BEGIN":
+            statements.append(" ".join(statement.split()))
+
+    distinct = sorted({r["label"] for r in SEED_ROWS if r["label"]})
+    assert 3 < len(distinct) < queries.DISTINCT_LABELS_READ
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert api_ids(client, {"label_contains": "no label has this"}) == []
+        assert len(statements) == 1 and "LIKE" in statements[0].upper()  # the walk, no row query
+        statements.clear()
+        ids = api_ids(client, {"label_contains": "exchange"}, limit=200)
+        walk, page, count = statements[:3]
+        assert "LIKE" in walk.upper() and "LIKE" not in page.upper() + count.upper()
+        assert " IN (" in page.upper() and " IN (" in count.upper()
+        statements.clear()
+        monkeypatch.setattr(queries, "DISTINCT_LABELS_READ", 3)
+        assert api_ids(client, {"label_contains": "exchange"}, limit=200) == ids == expected_ids(label_contains="exchange")
+        assert "LIKE" in statements[1].upper()  # too many distinct labels: the rows are filtered with LIKE
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    with Session(engine) as session:
+        assert queries.labels_containing(session, "EXCHANGE") is None  # (the cap is 3 here)
+        monkeypatch.setattr(queries, "DISTINCT_LABELS_READ", len(distinct))
+        assert queries.labels_containing(session, "") == tuple(distinct)  # every label, once, in order
 
 
 def test_filters_that_match_nothing(client) -> None:  # type: ignore[no-untyped-def]

@@ -29,7 +29,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     folder = tmp_path_factory.mktemp("bench")
     options = Options(size=SIZE, seed_value=seed.DEFAULT_SEED, budget=measure.Budget(repeat=3, minimum=2, warmup=1),
                       case_names=CASES, http=True, results_dir=folder / "results", sqlite_dir=folder,
-                      shallow=(1, 2), deep=4, deep_min_matches=1_000)
+                      shallow=(1, 2), deep=4, deep_min_matches=1_000, throughput_seconds=0.5, throughput_rounds=1)
     result = run_backend("sqlite", options)
     return result, folder
 
@@ -48,11 +48,14 @@ def test_the_json_has_every_position_with_its_figures(run: tuple[dict, Path]) ->
     assert ("contact", 4) not in pages
     assert {p["case"] for p in stored["positions"]} == set(CASES)
     for position in stored["positions"]:
-        for kind in ("floor", "floor_count", "in_process", "in_process_cpu", "http", "offset"):
+        for kind in ("floor", "floor_count", "in_process", "in_process_cpu", "http", "offset", "html", "html_floor"):
             figures = position[kind]
             assert figures["n"] >= 2 and 0 <= figures["p50_ms"] <= figures["p95_ms"], (position["case"], kind)
         assert position["overhead_ms"] == pytest.approx(position["in_process"]["p50_ms"] - position["floor"]["p50_ms"], abs=1e-3)
         assert position["rows"] == min(cases.PAGE_SIZE, position["matches"] - (position["page"] - 1) * cases.PAGE_SIZE)
+        assert position["floor_matches_app"], position["case"]  # the floor encodes the very body
+        assert position["html_bytes"] > position["json_bytes"] > 0
+        assert position["html_ratio"] == pytest.approx(position["html"]["p50_ms"] / position["html_floor"]["p50_ms"], rel=0.01)
     names = [t["name"] for t in stored["targets"]]
     assert any("10 ms" in n for n in names) and any("overhead" in n for n in names)
     assert any("page 4" in n for n in names)  # the deep-page target is judged when a deep page exists
@@ -65,10 +68,30 @@ def test_a_page_costs_at_most_three_statements_whatever_its_size(run: tuple[dict
     assert set(by_size) == {"1", "50", "200"}
     assert len({tuple(v) for v in by_size.values()}) == 1  # the same statements at every size
     for position in result["positions"]:
-        assert 2 <= len(position["statements"]) <= report.STATEMENTS_PER_REQUEST, position
-        assert position["statements"].count("SELECT") == 2  # the page and the capped count
-    target = next(t for t in result["targets"] if "statements" in t["name"])
+        # The page and the capped count; "label contains" first reads the distinct labels.
+        expected = 3 if "label_contains" in position["params"] else 2
+        queries = [s for s in position["statements"] if s != "BEGIN"]
+        assert len(queries) == expected <= report.STATEMENTS_PER_REQUEST, position
+        assert set(queries) <= {"SELECT", "WITH"}  # WITH RECURSIVE: the walk over the distinct labels
+    target = next(t for t in result["targets"] if "queries per page" in t["name"])
     assert target["met"]
+
+
+def test_list_to_ping_is_measured_on_one_2x4_server(run: tuple[dict, Path]) -> None:
+    result, folder = run
+    throughput = result["throughput"]
+    assert set(throughput["paths"]) == {"ping", "json", "html"} and set(throughput["to_ping"]) == {"json", "html"}
+    for name, figures in throughput["paths"].items():
+        assert figures["requests"] > 0 and figures["errors"] == 0, (name, figures)
+    assert throughput["paths"]["html"]["bytes_per_reply"] > throughput["paths"]["json"]["bytes_per_reply"] > 100
+    for name, share in throughput["to_ping"].items():
+        ping = throughput["paths"]["ping"]["requests_per_second"]
+        assert share == pytest.approx(throughput["paths"][name]["requests_per_second"] / ping, abs=1e-3)
+    log = (Path(result["path"]).parent / "gunicorn-2x4.log").read_text()
+    assert log.count("Booting worker") == 2 and "gthread" in log
+    names = [t["name"] for t in result["targets"]]
+    assert any("JSON list page" in n for n in names) and any("HTML list page" in n for n in names)
+    assert "req/s" in report.throughput_lines(result)
 
 
 def test_the_table_prints_one_line_per_position(run: tuple[dict, Path]) -> None:
