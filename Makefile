@@ -45,8 +45,8 @@ serve: venv ## Create, seed (SIZE=2000) and serve the fixed app on 127.0.0.1:POR
 	$(VENV)/bin/gunicorn --bind 127.0.0.1:$(PORT) --workers 2 --threads 4 --graceful-timeout 5 'fixed.app:create_app()'
 
 .PHONY: reproduce
-reproduce: venv ## Run every cause and myth, broken and fixed, and print the verdict matrix [DB=sqlite|postgresql|mariadb|all] [CAUSE=...]
-	$(PY) -m scenarios --db $(DB) $(if $(CAUSE),--cause $(CAUSE))
+reproduce: venv ## Run every cause and myth, broken and fixed, and print the verdict matrix [DB=sqlite|postgresql|mariadb|all] [CAUSE=...] [JOBS=lanes side by side, 1: in turn]
+	$(PY) -m scenarios --db $(DB) $(if $(CAUSE),--cause $(CAUSE)) $(if $(JOBS),--jobs $(JOBS))
 
 .PHONY: $(CAUSES)
 $(CAUSES): venv

@@ -16,6 +16,7 @@ import json
 import re
 from typing import Any, Sequence
 
+from bench.explain import statement_role
 from lab.queries import COUNT_CAP, Cursor
 
 # One statement's result: its SQL, its column names (the cursor's description), its rows.
@@ -77,19 +78,28 @@ def _dumps(data: Any) -> bytes:
     return (json.dumps(data, ensure_ascii=True, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
 
-def _split(results: list[Result]) -> tuple[Result, Result, Result | None]:
-    """The page (the widest result), the count (one column) and the contacts (id, name), if any."""
-    selects = [r for r in results if r[1]]
-    page = max(selects, key=lambda r: len(r[1]))
-    count = next(r for r in selects if len(r[1]) == 1)
-    contacts = next((r for r in selects if len(r[1]) == 2), None)
-    return page, count, contacts
+def _split(results: list[Result]) -> tuple[Result | None, Result | None, Result | None]:
+    """The page, the count and the contacts among a request's results (any may be absent: a
+    "label contains" that no label matches sends the distinct labels alone)."""
+    found: dict[str, Result] = {}
+    for result in results:
+        sql = result[0]
+        role = "contacts" if re.match(r"\s*SELECT contacts\.id, contacts\.name\s", sql) else statement_role(sql)
+        if result[1]:
+            found.setdefault(role, result)
+    return found.get("page"), found.get("count"), found.get("contacts")
+
+
+def _page_or_empty(page: Result | None, count: Result | None, limit: int) -> dict[str, Any]:
+    if page is None or count is None:  # no query ran: the app answers an empty page
+        return {"items": [], "next_cursor": None, "limit": limit, "total": {"count": 0, "capped": False}}
+    return page_data(page, count, limit)
 
 
 def json_page(results: list[Result], limit: int) -> bytes:
     """The body of /api/transactions."""
     page, count, _ = _split(results)
-    return _dumps(page_data(page, count, limit))
+    return _dumps(_page_or_empty(page, count, limit))
 
 
 def html_page_data(results: list[Result], limit: int) -> bytes:
@@ -97,5 +107,5 @@ def html_page_data(results: list[Result], limit: int) -> bytes:
     page, count, contacts = _split(results)
     if contacts is None:
         raise ValueError("the HTML page's statements have no contacts")
-    return _dumps({"page": page_data(page, count, limit),
+    return _dumps({"page": _page_or_empty(page, count, limit),
                    "contacts": [{"id": c[0], "name": c[1]} for c in contacts[2]]})

@@ -16,8 +16,9 @@ from sqlalchemy import create_engine, text
 
 from lab import databases
 from lab.harness.doctor_matrix import doctor_problems, doctor_table
+from lab.harness.parallel import run_cells
 from lab.harness.runner import (DOCTOR_END, DOCTOR_START, MATRIX_END, MATRIX_START, CellResult, compare, matrices,
-                                run_cell, scenario_modules, write_readme_matrix)
+                                scenario_modules, write_readme_matrix)
 
 
 def parse_args(argv: list[str], causes: list[str]) -> argparse.Namespace:
@@ -35,6 +36,9 @@ def parse_args(argv: list[str], causes: list[str]) -> argparse.Namespace:
     parser.add_argument("--doctor", action="store_true",
                         help="install the stale-data doctor in every app (broken and fixed alike), run the causes "
                              "and print what it found beside each verdict (make doctor)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="lanes run side by side: one per database server, SQLite cells shared over the rest "
+                             "(default: the number of CPUs; 1 runs every cell in turn)")
     parser.add_argument("--readme", action="store_true",
                         help="after a full run on all backends with every cell as expected, write the matrix into README.md")
     return parser.parse_args(argv)
@@ -82,16 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["LAB_DOCTOR"] = "1"  # read by the harness: every app it starts gets the doctor
         wanted = [name for name in wanted if modules[name].CAUSE.kind == "cause"]
     show_timeline = args.timeline or bool(args.cause)
-    echo = print if show_timeline else (lambda line: print(line) if line.startswith(("[", "  =>")) else None)
-    results: list[CellResult] = []
-    for backend in backends:
-        for name in wanted:
-            module = modules[name]
-            for app in module.CAUSE.app_modules:
-                if args.app and app != args.app:
-                    continue
-                results.append(run_cell(module, app, backend, echo))
-                sys.stdout.flush()
+    cells = [(name, app, backend) for backend in backends for name in wanted
+             for app in modules[name].CAUSE.app_modules if not args.app or app == args.app]
+    results: list[CellResult] = run_cells(cells, args.jobs, show_timeline)
 
     tables = matrices(results, backends, {name: module.CAUSE.kind for name, module in modules.items()})
     print("\n" + tables)

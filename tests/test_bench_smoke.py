@@ -21,7 +21,7 @@ from lab import seed
 from lab.models import Transaction
 
 SIZE = 2_000
-CASES = ["no filter", "several wallets", "label contains", "contact", "date range, one month"]
+CASES = ["no filter", "several wallets", "label contains", "label contains, no match", "contact", "date range, one month"]
 
 
 @pytest.fixture(scope="module")
