@@ -12,7 +12,9 @@ no template around it (the HTML target allows 3x this floor, the JSON one 2x).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+import operator
 import re
 from typing import Any, Sequence
 
@@ -28,6 +30,7 @@ _TRANSACTION = ("id", "version", "tx_hash", "type", "asset_symbol", "amount", "o
 _SELECTED = re.compile(r'^[`"]?(transactions|wallets|contacts)(?:_\d+)?[`"]?\.[`"]?(\w+)[`"]?(?:\s+AS\s+\S+)?$')
 
 
+@functools.lru_cache(maxsize=256)
 def _columns(sql: str) -> dict[tuple[str, str], int]:
     """(table, column) -> position in the rows, from the outer select list of the page's SQL."""
     select_list = re.split(r"\s+FROM\s+", sql.strip(), maxsplit=1)[0]
@@ -40,34 +43,35 @@ def _columns(sql: str) -> dict[tuple[str, str], int]:
     return found
 
 
-def _utc(value: Any) -> dt.datetime:
-    """The driver's naive UTC timestamp (SQLite gives text) as an aware datetime."""
-    stamp = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
-    return stamp.replace(tzinfo=dt.timezone.utc)
+def _naive(value: Any) -> dt.datetime:
+    """The driver's naive UTC timestamp (SQLite gives it as text)."""
+    return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 def page_data(page: Result, count: Result, limit: int) -> dict[str, Any]:
     """The JSON page (lab.web.page_dict's shape) from the page's and the count's raw rows."""
     sql, _names, rows = page
     at = _columns(sql)
-    tx = [at[("transactions", column)] for column in _TRANSACTION]
-    wallet = [at[("wallets", column)] for column in ("address", "chain", "name")]
-    contact_id, contact_name = at[("contacts", "id")], at[("contacts", "name")]
+    transaction = operator.itemgetter(*(at[("transactions", column)] for column in _TRANSACTION))
+    wallet = operator.itemgetter(*(at[("wallets", column)] for column in ("address", "chain", "name")))
+    contact = operator.itemgetter(at[("contacts", "id")], at[("contacts", "name")])
     items = []
     for row in rows[:limit]:
-        row_id, version, tx_hash, kind, asset, amount, occurred_at, label = (row[i] for i in tx)
+        row_id, version, tx_hash, kind, asset, amount, occurred_at, label = transaction(row)
+        address, chain, name = wallet(row)
+        contact_id, contact_name = contact(row)
         items.append({
             "id": row_id, "version": version, "tx_hash": tx_hash,
-            "wallet": {"address": row[wallet[0]], "chain": row[wallet[1]], "name": row[wallet[2]]},
+            "wallet": {"address": address, "chain": chain, "name": name},
             "type": kind, "asset": asset, "amount": str(amount),
-            "occurred_at": _utc(occurred_at).isoformat().replace("+00:00", "Z"),
+            "occurred_at": _naive(occurred_at).isoformat() + "Z",
             "label": label,
-            "contact": {"id": row[contact_id], "name": row[contact_name]} if row[contact_id] is not None else None,
+            "contact": {"id": contact_id, "name": contact_name} if contact_id is not None else None,
         })
     next_cursor = None
     if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = Cursor(_utc(last[tx[6]]), last[tx[0]]).encode()
+        last = transaction(rows[limit - 1])
+        next_cursor = Cursor(_naive(last[6]).replace(tzinfo=dt.timezone.utc), last[0]).encode()
     total = int(count[2][0][0])
     return {"items": items, "next_cursor": next_cursor, "limit": limit,
             "total": {"count": min(total, COUNT_CAP), "capped": total > COUNT_CAP}}
