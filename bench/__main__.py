@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-http", action="store_true", help="skip the gunicorn measurements")
     parser.add_argument("--results", type=Path, default=REPO_ROOT / "results")
     args = parser.parse_args(argv)
+    # Stopped from outside (kill, a CI timeout): unwind, so the gunicorn servers it started
+    # are stopped by the `finally` blocks that started them.
+    signal.signal(signal.SIGTERM, lambda _signal, _frame: sys.exit(143))
     options = Options(size=args.size, seed_value=args.seed, budget=measure.Budget(args.repeat, seconds=args.seconds),
                       case_names=args.case, http=not args.no_http, results_dir=args.results)
     backends = databases.BACKENDS if args.db == "all" else (args.db,)
