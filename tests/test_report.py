@@ -13,7 +13,6 @@ from __future__ import annotations
 import html as html_text
 import json
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -23,13 +22,10 @@ from lab import report
 from lab.harness import runner
 from lab.harness.verdicts import FRESH, LOST
 from lab.reportdoc import inline_md
+from tests.chromium import chromium
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-INSTALL = "apt-get install -y chromium chromium-driver"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run", "--disable-sync", "--window-size=1300,1000"]
 # Every section the report must have for the results made here.
 SECTIONS = ["summary", "matrix", "matrix-causes", "myths-table", "missing", "causes", "cause-uncommitted",
             "myths", "load", "load-sqlite", "plots", "plots-sqlite", "about"]
@@ -61,23 +57,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
-    if missing:
-        pytest.fail(f"{' and '.join(missing)} missing: the report test needs Debian's Chromium and its driver; "
-                    f"run `{INSTALL}`", pytrace=False)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    with tempfile.TemporaryDirectory(prefix="lab-chromium-") as profile:
-        for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]:
-            options.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-        try:
-            yield driver
-        finally:
-            driver.quit()
+    with chromium() as driver:
+        yield driver
 
 
 def test_the_report_renders_in_chromium_and_says_what_is_missing(browser: Any, built: dict[str, Any]) -> None:
