@@ -54,7 +54,7 @@ def page_data(page: Result, count: Result, limit: int) -> dict[str, Any]:
     at = _columns(sql)
     transaction = operator.itemgetter(*(at[("transactions", column)] for column in _TRANSACTION))
     wallet = operator.itemgetter(*(at[("wallets", column)] for column in ("address", "chain", "name")))
-    contact = operator.itemgetter(at[("contacts", "id")], at[("contacts", "name")])
+    contact = operator.itemgetter(at[("transactions", "contact_id")], at[("contacts", "name")])
     items = []
     for row in rows[:limit]:
         row_id, version, tx_hash, kind, asset, amount, occurred_at, label = transaction(row)

@@ -200,23 +200,37 @@ def contact_value(value: Any) -> int | None:
 
 def row_dict(row: Transaction) -> dict[str, Any]:
     """A plain, JSON-ready copy of one transaction, made while its session is still open."""
+    wallet, contact = row.wallet, row.contact
+    return _transaction_dict(row, wallet.address, wallet.chain, wallet.name,
+                             (contact.id, contact.name) if contact else None)
+
+
+def list_row_dict(row: queries.ListRow) -> dict[str, Any]:
+    """The same copy of one row of a list (the wallet and contact read as columns)."""
+    transaction = row.Transaction
+    contact = (transaction.contact_id, row.contact_name) if transaction.contact_id is not None else None
+    return _transaction_dict(transaction, row.wallet_address, row.wallet_chain, row.wallet_name, contact)
+
+
+def _transaction_dict(row: Transaction, address: str, chain: str, name: str,
+                      contact: tuple[int, str | None] | None) -> dict[str, Any]:
     return {
         "id": row.id,
         "version": row.version,
         "tx_hash": row.tx_hash,
-        "wallet": {"address": row.wallet.address, "chain": row.wallet.chain, "name": row.wallet.name},
+        "wallet": {"address": address, "chain": chain, "name": name},
         "type": row.type,
         "asset": row.asset_symbol,
         "amount": str(row.amount),
         "occurred_at": row.occurred_at.isoformat().replace("+00:00", "Z"),
         "label": row.label,
-        "contact": {"id": row.contact.id, "name": row.contact.name} if row.contact else None,
+        "contact": {"id": contact[0], "name": contact[1]} if contact else None,
     }
 
 
 def page_dict(page: queries.Page, filters: queries.Filters) -> dict[str, Any]:
     return {
-        "items": [row_dict(row) for row in page.rows],
+        "items": [list_row_dict(row) for row in page.rows],
         "next_cursor": page.next_cursor.encode() if page.next_cursor else None,
         "limit": filters.limit,
         "total": {"count": page.total, "capped": page.total_capped},
@@ -338,7 +352,7 @@ def offset_page_from(args: MultiDict[str, str]) -> tuple[queries.Filters, int]:
 
 def offset_page_dict(page: queries.OffsetPage, filters: queries.Filters) -> dict[str, Any]:
     return {
-        "items": [row_dict(row) for row in page.rows],
+        "items": [list_row_dict(row) for row in page.rows],
         "page": page.number,
         "next_page": page.number + 1 if page.has_more else None,
         "limit": filters.limit,

@@ -58,7 +58,7 @@ def run(s: Scenario) -> dict[str, Any]:
     steer.release_all()
 
     with Session(s.engine()) as auditor:
-        newest = [row.id for row in queries.list_page(auditor, queries.Filters(limit=max(PAGE_SIZES))).rows]
+        newest = [row.Transaction.id for row in queries.list_page(auditor, queries.Filters(limit=max(PAGE_SIZES))).rows]
     paths = [f"/api/transactions?limit={PAGE_SIZES[i % len(PAGE_SIZES)]}" for i in range(BURST_REQUESTS)]
 
     def right_rows(path: str, body: Any) -> bool:
