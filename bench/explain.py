@@ -53,9 +53,11 @@ def captured(engine: Engine, dry_run: bool = False) -> Iterator[list[Statement]]
 
 def statement_role(sql: str) -> str:
     """Which of a page's statements this is: the distinct labels of a "label contains"
-    (queries.labels_containing), the capped count, or the page."""
+    (queries.labels_containing), the capped count, the HTML page's contacts, or the page."""
     if re.search(r"\)\s+AS labels\b", sql):  # the labels subquery of both of its forms
         return "distinct labels"
+    if re.match(r"\s*SELECT contacts\.id, contacts\.name\s", sql):  # queries.list_contacts
+        return "contacts"
     return "count" if "count(" in sql.lower() else "page"
 
 

@@ -25,8 +25,9 @@ from lab.queries import COUNT_CAP, Cursor
 Result = tuple[str, Sequence[str], Sequence[Sequence[Any]]]
 
 _TRANSACTION = ("id", "version", "tx_hash", "type", "asset_symbol", "amount", "occurred_at", "label")
-# An item of the page statement's select list: `transactions.id`, `wallets_1.id AS id_1`, ...
-# (the driver's names are deduplicated, id, id_1, id_2, so the positions come from the SQL).
+# An item of the page statement's select list: `transactions.id`, `wallets.address AS
+# wallet_address`, ... (positions come from the SQL, not from the driver's column names,
+# which a statement may label or deduplicate as it likes).
 _SELECTED = re.compile(r'^[`"]?(transactions|wallets|contacts)(?:_\d+)?[`"]?\.[`"]?(\w+)[`"]?(?:\s+AS\s+\S+)?$')
 
 
@@ -87,10 +88,8 @@ def _split(results: list[Result]) -> tuple[Result | None, Result | None, Result 
     "label contains" that no label matches sends the distinct labels alone)."""
     found: dict[str, Result] = {}
     for result in results:
-        sql = result[0]
-        role = "contacts" if re.match(r"\s*SELECT contacts\.id, contacts\.name\s", sql) else statement_role(sql)
         if result[1]:
-            found.setdefault(role, result)
+            found.setdefault(statement_role(result[0]), result)
     return found.get("page"), found.get("count"), found.get("contacts")
 
 

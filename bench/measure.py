@@ -15,6 +15,7 @@ elsewhere on the machine hits them alike.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import time
 from contextlib import contextmanager
@@ -236,9 +237,8 @@ def measure_case(client: FlaskClient, floor: Floor, counter: StatementCounter, t
             result.html_bytes = len(in_process(client, HTML_PATH, target.keyset_query).data)
         result.html_statements = list(counter.statements)
         replay = capture(counter.engine, lambda: in_process(client, KEYSET_PATH, target.keyset_query))
-        limit = int(target.keyset_query.get("limit") or body["limit"])
-        encoders.append((lambda rows, limit=limit: floor_json.json_page(rows, limit),
-                         lambda rows, limit=limit: floor_json.html_page_data(rows, limit)))
+        encoders.append((functools.partial(floor_json.json_page, limit=body["limit"]),
+                         functools.partial(floor_json.html_page_data, limit=body["limit"])))
         result.floor_matches_app = floor.run(replay, encoders[-1][0])[2] == response.data
         replays.append(replay)
         html_replays.append(capture(counter.engine, lambda: in_process(client, HTML_PATH, target.keyset_query)))

@@ -80,7 +80,7 @@ def evaluate(result: dict[str, Any]) -> list[Target]:
         not over, f"worst +{worst['overhead_ms']:.1f} ms ({_label(worst)}), median +{median_overhead:.1f} ms",
         f"{len(over)} of {len(rows)} positions over" if over else f"all {len(rows)} positions"))
 
-    targets.extend(_floor_targets(rows))
+    targets.extend(_floor_targets(rows, result["settings"]["page_size"]))
     targets.extend(_throughput_targets(result.get("throughput")))
 
     sizes = result["statements_by_page_size"]
@@ -108,7 +108,7 @@ def evaluate(result: dict[str, Any]) -> list[Target]:
     return targets
 
 
-def _floor_targets(rows: list[dict[str, Any]]) -> list[Target]:
+def _floor_targets(rows: list[dict[str, Any]], page_size: int) -> list[Target]:
     targets = []
     for name, key, limit in (("JSON", "ratio", JSON_OVER_FLOOR), ("HTML", "html_ratio", HTML_OVER_FLOOR)):
         over = sorted((r for r in rows if r[key] > limit), key=lambda r: -r[key])
@@ -123,10 +123,10 @@ def _floor_targets(rows: list[dict[str, Any]]) -> list[Target]:
         "the floor's JSON is the app's body, byte for byte", not mismatched,
         f"{len(rows) - len(mismatched)} of {len(rows)} positions",
         ", ".join(_label(r) for r in mismatched[:6])))
-    full = [r for r in rows if r["rows"] == 50] or rows
+    full = [r for r in rows if r["rows"] == page_size] or rows
     biggest = max(full, key=lambda r: r["html_bytes"])
     targets.append(Target(
-        f"a 50-row HTML page under {HTML_MAX_BYTES // 1000} KB", biggest["html_bytes"] < HTML_MAX_BYTES,
+        f"a {page_size}-row HTML page under {HTML_MAX_BYTES // 1000} KB", biggest["html_bytes"] < HTML_MAX_BYTES,
         f"largest {biggest['html_bytes'] / 1000:.1f} KB ({_label(biggest)})", f"{len(full)} full pages"))
     return targets
 

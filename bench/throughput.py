@@ -106,7 +106,7 @@ def measure(port: int, paths: dict[str, str], seconds: float = 3.0, rounds: int 
             warmup_seconds: float = 1.0, connections: int = CONNECTIONS) -> dict[str, Any]:
     """Requests/s of each named path, loaded in turn; `ping` must be one of them."""
     loads = {name: PathLoad(path) for name, path in paths.items()}
-    for name, path in paths.items():  # warm every worker's pool, caches and templates
+    for path in paths.values():  # warm every worker's pool, caches and templates
         asyncio.run(_load(port, path, warmup_seconds, connections, PathLoad(path)))
     for _ in range(rounds):
         for name, path in paths.items():

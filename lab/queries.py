@@ -7,8 +7,8 @@ what the broken variants get wrong and the fixed app gets right, so it is never 
 from __future__ import annotations
 
 import base64
-import functools
 import binascii
+import functools
 import datetime as dt
 import json
 from dataclasses import dataclass, field, replace
@@ -126,8 +126,7 @@ def _filtered(statement: Select, filters: Filters) -> Select:
     elif filters.label_in is not None:
         statement = statement.where(Transaction.label.in_(filters.label_in))
     elif filters.label_contains is not None:
-        # autoescape: a user's % and _ are literal characters, not wildcards. The needle is
-        # lowered in Python: SQLite's lower() folds ASCII only, so "CAFÉ" would not find "Café".
+        # A user's % and _ are literal characters, not wildcards (_contains_pattern).
         statement = statement.where(_contains(Transaction.label, _contains_pattern(filters.label_contains)))
     if filters.unlabelled:
         statement = statement.where(Transaction.label.is_(None))
@@ -278,11 +277,8 @@ def list_page(session: Session, filters: Filters) -> Page:
     rows = session.execute(page_statement).all()
     has_more = len(rows) > filters.limit
     rows = rows[: filters.limit]
-    last = rows[-1].Transaction if has_more else None
-    next_cursor = Cursor(last.occurred_at, last.id) if last is not None else None
-
-    matches = _filtered(select(Transaction.id), filters).limit(COUNT_CAP + 1).subquery()
-    total = session.scalar(select(func.count()).select_from(matches)) or 0
+    next_cursor = Cursor(rows[-1].Transaction.occurred_at, rows[-1].Transaction.id) if has_more else None
+    total = _capped_count(session, filters)
     return Page(rows, next_cursor, min(total, COUNT_CAP), total_capped=total > COUNT_CAP)
 
 
@@ -388,6 +384,6 @@ def list_page_offset(session: Session, filters: Filters, page_number: int) -> Of
 
 
 def _capped_count(session: Session, filters: Filters) -> int:
-    """How many rows match, counted up to COUNT_CAP + 1 (as list_page counts)."""
+    """How many rows match, counted up to COUNT_CAP + 1: the count of both kinds of page."""
     matches = _filtered(select(Transaction.id), filters).limit(COUNT_CAP + 1).subquery()
     return session.scalar(select(func.count()).select_from(matches)) or 0

@@ -21,6 +21,7 @@ def test_a_server_backend_keeps_all_its_cells_in_one_lane() -> None:
     # Two CPUs and all backends: the two servers' lanes and one for SQLite.
     assert sorted(len(lane) for lane in lanes(cells, jobs=2)) == [6, 6, 6]
     assert lanes(cells[:6], jobs=1) == [cells[:6]]
+    assert lanes(cells, jobs=1) == [cells]  # --jobs 1: every cell in turn, servers' cells too
     assert lanes([], jobs=2) == []
 
 

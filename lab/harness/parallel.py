@@ -21,7 +21,10 @@ Cell = tuple[str, str, str]  # cause, app, backend
 
 
 def lanes(cells: list[Cell], jobs: int) -> list[list[Cell]]:
-    """Cells grouped so that no two cells of one server backend are in different lanes."""
+    """Cells grouped so that no two cells of one server backend are in different lanes; with
+    `jobs` 1, one lane of every cell in turn."""
+    if jobs <= 1:
+        return [cells] if cells else []
     by_server: dict[str, list[Cell]] = {}
     embedded: list[Cell] = []
     for cell in cells:
