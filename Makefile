@@ -111,8 +111,13 @@ load-distributed: venv ## The same load from a locust master and two workers on 
 BENCH_DB = $(if $(filter file,$(origin DB)),all,$(DB))
 
 .PHONY: bench
-bench: venv ## Benchmark the fixed page at 1M rows against the database's floor (prints a table, writes results/<db>/bench/) [DB=sqlite|postgresql|mariadb|all]
+bench: venv ## Benchmark the fixed page at 1M rows against the database's floor (prints a table, writes results/<db>/bench/), then `make indexes` [DB=sqlite|postgresql|mariadb|all]
 	$(PY) -m bench --db $(BENCH_DB)
+	$(PY) -m bench.indexes --db $(BENCH_DB)
+
+.PHONY: indexes
+indexes: venv ## Measure the plans behind every index at 1M rows and write lab/INDEXES.md from them (lab/INDEXES.measured.json) [DB=...]
+	$(PY) -m bench.indexes --db $(BENCH_DB)
 
 .PHONY: bench-doctor
 bench-doctor: venv ## What the stale-data doctor costs the fixed app at 2,000 rows: in process, under gunicorn, memory (writes results/<db>/bench-doctor/) [DB=sqlite|postgresql|mariadb]

@@ -4,7 +4,7 @@
 one `queries.list_page` call (the page and the capped count, with their parameters, as the
 driver receives them) and runs it under the backend's own explain:
 PostgreSQL `EXPLAIN (ANALYZE, BUFFERS)`, MariaDB `ANALYZE` (the plan with real row counts),
-SQLite `EXPLAIN QUERY PLAN`. lab/INDEXES.md quotes its output.
+SQLite `EXPLAIN QUERY PLAN`. bench/indexes.py measures lab/INDEXES.md's plans with it.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ SQLite have transactional DDL; MariaDB does not, so it is not offered), it times
 - relabelling 20,000 rows (an indexed column: every index holding `label` changes),
 with the index set of lab/models.py, without the trigram index, and with the four covering
 indexes replaced by narrow (column, occurred_at, id) ones; and it prints each index's size.
-lab/INDEXES.md quotes its output. Each figure is the best of `--repeat` runs. Afterwards the
+lab/INDEXES.md shows its figures (bench/indexes.py measures them). Each figure is the best of `--repeat` runs. Afterwards the
 indexes are rebuilt and the table vacuumed (rolled-back writes leave dead row versions and
 index entries behind on PostgreSQL).
 """
@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from sqlalchemy import Connection, text
 
 from bench import dataset
+from lab.engine import backend_of
 from lab.models import FILTER_COLUMNS
 
 ROWS = 20_000
@@ -27,20 +28,20 @@ COVERING = {"ix_transactions_newest": (), "ix_transactions_wallet_newest": ("wal
             "ix_transactions_asset_newest": ("asset_symbol",), "ix_transactions_label_newest": ("label",)}
 
 
-def _insert(connection: Connection) -> None:
+def _insert(connection: Connection, rows: int = ROWS) -> None:
     columns = "tx_hash, wallet_id, type, asset_symbol, amount, occurred_at, label, contact_id, version"
     connection.execute(text(
         f"INSERT INTO transactions (id, {columns}) SELECT id + 5000000, tx_hash || 'copy', "
-        f"{columns.split(', ', 1)[1]} FROM transactions WHERE id <= {ROWS}"))
+        f"{columns.split(', ', 1)[1]} FROM transactions WHERE id <= {rows}"))
 
 
-def _relabel(connection: Connection) -> None:
+def _relabel(connection: Connection, rows: int = ROWS) -> None:
     connection.execute(text(
-        f"UPDATE transactions SET label = CASE WHEN label IS NULL THEN 'relabelled' ELSE NULL END WHERE id <= {ROWS}"))
+        f"UPDATE transactions SET label = CASE WHEN label IS NULL THEN 'relabelled' ELSE NULL END WHERE id <= {rows}"))
 
 
 def _without_trigram(connection: Connection) -> None:
-    connection.execute(text("DROP INDEX IF EXISTS ix_transactions_label_trgm"))
+    connection.execute(text("DROP INDEX IF EXISTS ix_transactions_label_lower_trgm"))
 
 
 def _narrow(connection: Connection) -> None:
@@ -85,23 +86,21 @@ def sizes(engine_url: str) -> list[tuple[str, str]]:
         engine.dispose()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", choices=("postgresql", "sqlite"), required=True)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    url = dataset.bench_url(args.db)
-    print(f"covering columns: {', '.join(FILTER_COLUMNS)}")
-    for name, size in sizes(url):
-        print(f"  {name:<34} {size}")
-    variants = {"lab/models.py": lambda c: None, "without the trigram index": _without_trigram,
-                "narrow instead of covering": _narrow}
-    for label, prepare in variants.items():
-        if args.db == "sqlite" and label == "without the trigram index":
+VARIANTS: dict[str, Callable[[Connection], None]] = {
+    "lab/models.py": lambda connection: None, "without the trigram index": _without_trigram,
+    "narrow instead of covering": _narrow}
+
+
+def measure(url: str, repeat: int = 3, rows: int = ROWS) -> dict[str, Any]:
+    """Seconds to insert and to relabel `rows` rows under each index variant (best of
+    `repeat`), then the data set restored as it was made."""
+    figures: dict[str, Any] = {"rows": rows, "variants": {}}
+    for label, prepare in VARIANTS.items():
+        if backend_of(url) == "sqlite" and label == "without the trigram index":
             continue
-        insert = best_of(url, prepare, _insert, args.repeat)
-        relabel = best_of(url, prepare, _relabel, args.repeat)
-        print(f"{label:<28} insert {ROWS:,} rows {insert:6.2f} s   relabel {ROWS:,} rows {relabel:6.2f} s")
+        figures["variants"][label] = {
+            "insert_s": round(best_of(url, prepare, lambda c: _insert(c, rows), repeat), 3),
+            "relabel_s": round(best_of(url, prepare, lambda c: _relabel(c, rows), repeat), 3)}
     # A rolled-back insert or update still leaves dead row versions and index entries on
     # PostgreSQL: they clear the visibility map (index-only scans would visit the table again)
     # and bloat the indexes. Rebuild and vacuum, so the benchmark finds the data set as made.
@@ -114,6 +113,21 @@ def main() -> None:
         dataset.analyze(engine)
     finally:
         engine.dispose()
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", choices=("postgresql", "sqlite"), required=True)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    url = dataset.bench_url(args.db)
+    print(f"covering columns: {', '.join(FILTER_COLUMNS)}")
+    for name, size in sizes(url):
+        print(f"  {name:<34} {size}")
+    figures = measure(url, args.repeat)
+    for label, times in figures["variants"].items():
+        print(f"{label:<28} insert {ROWS:,} rows {times['insert_s']:6.2f} s   relabel {ROWS:,} rows {times['relabel_s']:6.2f} s")
 
 
 if __name__ == "__main__":

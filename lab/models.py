@@ -29,6 +29,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     event,
+    text,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
@@ -148,9 +149,12 @@ class Transaction(Base):
         _newest_index("ix_transactions_label_newest", "label"),
         _newest_index("ix_transactions_contact_newest", "contact_id", covering=False),
         _newest_index("ix_transactions_type_newest", "type", covering=False),
-        # "label contains": a trigram index, PostgreSQL only (pg_trgm; see TRIGRAM_EXTENSION).
-        Index("ix_transactions_label_trgm", "label", postgresql_using="gin",
-              postgresql_ops={"label": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
+        # "label contains" beyond the distinct labels queries.labels_containing walks: the
+        # rows are filtered with `lower(label) LIKE`, so a trigram index of that very
+        # expression, PostgreSQL only (pg_trgm; see TRIGRAM_EXTENSION). An index of `label`
+        # itself serves `label ILIKE`, not this: the planner never used it (lab/INDEXES.md).
+        Index("ix_transactions_label_lower_trgm", text("lower(label) gin_trgm_ops"),
+              postgresql_using="gin").ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -177,7 +181,7 @@ class Transaction(Base):
         return f"<Transaction {self.id} v{self.version} label={self.label!r}>"
 
 
-# The trigram operator class of ix_transactions_label_trgm comes from the pg_trgm extension.
+# The trigram operator class of ix_transactions_label_lower_trgm comes from the pg_trgm extension.
 # It is "trusted" since PostgreSQL 13: the owner of the database may create it, no superuser
 # needed (the lab's role owns its databases). Made with the table, so `init-db` needs no step.
 TRIGRAM_EXTENSION = DDL("CREATE EXTENSION IF NOT EXISTS pg_trgm").execute_if(dialect="postgresql")

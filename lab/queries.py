@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Sequence
 
-from sqlalchemy import ColumnElement, Integer, Row, Select, Subquery, bindparam, func, literal, or_, select, union_all, update
+from sqlalchemy import ColumnElement, Integer, Row, Select, Subquery, bindparam, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, joinedload
 
@@ -229,30 +229,13 @@ def _without_redundant_end(filters: Filters) -> Filters:
     return filters
 
 
-# Up to this many labels, a page of `label IN (...)` merges one ordered range per label.
-MERGED_LABELS = 20
-
-
 def _page_ids(filters: Filters) -> Subquery:
-    """The ids of the page, in list order: filters, keyset, LIMIT page size + 1.
-
-    For several labels (what "label contains" resolves to), one range of the label index per
-    label, each read from the cursor for at most a page, then merged: `label IN (a, b)` with
-    the list's order made SQLite read every entry of both labels and sort them (57,047 at 1M
-    rows); merged, it reads 51 per label at any depth (lab/INDEXES.md).
-    """
-    def newest(columns: list[Any], of: Filters) -> Select:
-        statement = newest_first(_filtered(select(*columns), _without_redundant_end(of)), of.cursor)
-        return statement.limit(of.limit + 1)
-
-    labels = filters.label_in
-    if labels is None or not 1 < len(labels) <= MERGED_LABELS:
-        return newest([Transaction.id], filters).subquery("page_ids")
-    ranges = [newest([Transaction.id, Transaction.occurred_at], replace(filters, label_in=(label,))).subquery()
-              for label in labels]
-    merged = union_all(*(select(r.c.id, r.c.occurred_at) for r in ranges)).subquery("by_label")
-    return (select(merged.c.id).order_by(merged.c.occurred_at.desc(), merged.c.id.desc())
-            .limit(filters.limit + 1).subquery("page_ids"))
+    """The ids of the page, in list order: filters, keyset, LIMIT page size + 1. "Label
+    contains" is `label IN (its labels)` here as it is: one range of the label index per
+    label, merged by hand with UNION ALL, was measured no faster on any backend
+    (lab/INDEXES.md, "Label contains")."""
+    statement = newest_first(_filtered(select(Transaction.id), _without_redundant_end(filters)), filters.cursor)
+    return statement.limit(filters.limit + 1).subquery("page_ids")
 
 
 def list_page(session: Session, filters: Filters) -> Page:

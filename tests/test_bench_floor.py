@@ -18,7 +18,7 @@ CONTACTS_BY_NAME = [{"id": c["id"], "name": c["name"]} for c in sorted(REFERENCE
 QUERIES = [
     {},
     {"limit": "7", "wallet": WALLET_ADDRESS[8]},
-    {"label_contains": "exchange", "limit": "3"},  # the distinct labels, then the merged page
+    {"label_contains": "exchange", "limit": "3"},  # the distinct labels, then the page by exact labels
     {"label_contains": "no label has this"},  # the distinct labels alone: an empty page
     {"contact": "7", "limit": "200"},
     {"type": "in", "limit": "1"},
