@@ -7,6 +7,7 @@ serves a request, and the functions here only turn rows into plain dicts within 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import threading
@@ -25,6 +26,7 @@ from lab.models import LABEL_MAX_LENGTH, MAX_INTEGER, TRANSACTION_TYPES, Transac
 
 TEMPLATE_FOLDER = str(Path(__file__).parent / "templates")
 FILTER_FIELDS = ("wallet", "type", "asset", "label", "label_contains", "unlabelled", "contact", "from", "to", "limit")
+REPEATABLE_FIELDS = frozenset({"wallet"})
 
 
 class BadInput(ValueError):
@@ -149,9 +151,26 @@ def _timestamp(args: Mapping[str, str], name: str) -> dt.datetime | None:
         raise BadInput(name, f"must be within years 1 to 9999 in UTC, not {raw!r}") from None
 
 
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise BadInput(key, "given more than once in the JSON object")
+        seen[key] = value
+    return seen
+
+
 def json_body(*required: str) -> dict[str, Any]:
-    """The request's JSON object; each `required` key must be present (null is a value)."""
-    body = request.get_json(silent=True)
+    """The request's JSON object; each `required` key must be present (null is a value), and
+    no key twice (`json` would keep the last one silently)."""
+    if not request.is_json:
+        raise BadInput("body", "must be a JSON object, sent with Content-Type: application/json")
+    try:
+        body = json.loads(request.get_data(), object_pairs_hook=_refuse_duplicate_keys)
+    except BadInput:
+        raise
+    except (ValueError, RecursionError):  # malformed JSON or bytes that are not UTF-8 JSON text
+        body = None
     if not isinstance(body, dict):
         raise BadInput("body", "must be a JSON object, sent with Content-Type: application/json")
     for key in required:
@@ -291,6 +310,15 @@ def install(app: Flask, engine: Callable[[], Engine]) -> None:
         # Pages change with every edit: a browser or proxy may keep a copy but must revalidate.
         response.headers.setdefault("Cache-Control", "no-cache")
         return response
+
+    @app.before_request
+    def _one_value_per_field() -> None:
+        # A field sent twice (`?type=in&type=out`, a form with two `version`s) is ambiguous:
+        # refused, naming it, rather than silently taking the first. Only `wallet` repeats.
+        for values in (request.args, request.form):
+            for name in values:
+                if name not in REPEATABLE_FIELDS and len(values.getlist(name)) > 1:
+                    raise BadInput(name, "given more than once (only wallet may repeat)")
 
     @app.errorhandler(BadInput)
     def _bad_input(error: BadInput) -> tuple[Response | str, int]:

@@ -192,3 +192,22 @@ def test_input_reaches_sql_only_as_bound_parameters(client, engine) -> None:  # 
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM transactions")).scalar_one() == 300
     assert api_ids(client, {"label": "rent"}) == [i for i in expected_ids(label="rent") if i != tx_id]
+
+
+def test_a_field_given_twice_is_refused_naming_it(client, engine) -> None:  # type: ignore[no-untyped-def]
+    """`?type=in&type=out`, a form with two versions, a JSON object with a key twice: ambiguous,
+    so refused with the field named, instead of silently taking one of the values. Only
+    `wallet` repeats (several wallets)."""
+    before = snapshot(engine)
+    for query, field in (("type=in&type=out", "type"), ("limit=5&limit=500", "limit"), ("cursor=a&cursor=b", "cursor")):
+        _check_json_error(client.get(f"/api/transactions?{query}"), 400, field)
+        _check_html_error(client.get(f"/transactions?{query}"), 400, field)
+    assert client.get("/api/transactions?wallet=a&wallet=b").status_code == 200
+    row = _row()
+    form = f"version={row['version']}&version={row['version'] + 1}&label=twice"
+    _check_html_error(client.post(f"/transactions/{row['id']}/label", data=form,
+                                  headers={"Content-Type": "application/x-www-form-urlencoded"}), 400, "version")
+    body = f'{{"label": "first", "label": "second", "version": {row["version"]}}}'
+    _check_json_error(client.post(f"/api/transactions/{row['id']}/label", data=body,
+                                  headers={"Content-Type": "application/json"}), 400, "label")
+    assert snapshot(engine) == before
