@@ -205,29 +205,29 @@ def measure_without(engine: Engine, backend: str) -> dict[str, Record]:
                             if explain.statement_role(s[0]) == "count")
     setup = dataset.make_engine(str(engine.url.render_as_string(hide_password=False)), app_timeouts=False)
     try:
-        with setup.connect() as connection:
-            transaction = connection.begin()
-            try:
-                writecost._narrow(connection)
-                for name, (sql, params) in counts.items():
-                    plans[f"{name} | count, narrow indexes"] = explain_and_time(connection, backend, sql, params)
-            finally:
-                transaction.rollback()
+        plans.update(_explained_after(setup, backend, writecost._narrow,
+                                      {f"{name} | count, narrow indexes": s for name, s in counts.items()}))
         if backend == "postgresql":
-            like = {"contains by LIKE, count": _count(queries.Filters(label_contains="mortgage")),
-                    "contains by LIKE, count of a match": _count(queries.Filters(label_contains="exchange"))}
-            statements = {name: _one(engine, statement) for name, statement in like.items()}
-            with setup.connect() as connection:
-                transaction = connection.begin()
-                try:
-                    writecost._without_trigram(connection)
-                    for name, (sql, params) in statements.items():
-                        plans[f"{name}, no trigram index"] = explain_and_time(connection, backend, sql, params)
-                finally:
-                    transaction.rollback()
+            like = {"contains by LIKE, count, no trigram index": queries.Filters(label_contains="mortgage"),
+                    "contains by LIKE, count of a match, no trigram index": queries.Filters(label_contains="exchange")}
+            plans.update(_explained_after(setup, backend, writecost._without_trigram,
+                                          {name: _one(engine, _count(f)) for name, f in like.items()}))
     finally:
         setup.dispose()
     return plans
+
+
+def _explained_after(setup: Engine, backend: str, change: Callable[[Connection], None],
+                     statements: dict[str, explain.Statement]) -> dict[str, Record]:
+    """Each statement explained and timed after `change` (DDL), in one transaction rolled back."""
+    with setup.connect() as connection:
+        transaction = connection.begin()
+        try:
+            change(connection)
+            return {name: explain_and_time(connection, backend, sql, params)
+                    for name, (sql, params) in statements.items()}
+        finally:
+            transaction.rollback()
 
 
 def sizes(engine: Engine, backend: str) -> dict[str, int]:
