@@ -102,6 +102,14 @@ load: venv ## Locust load on broken/CAUSE.py, then the fixed app: stale reads, l
 load-distributed: venv ## The same load from a locust master and two workers on 127.0.0.1 CAUSE=... [DB=...] [USERS=50] [DURATION=20]
 	@test -n "$(CAUSE)" || { echo "CAUSE is required, e.g. make load-distributed CAUSE=uncommitted"; exit 2; }
 	$(PY) -m loadtests --cause $(CAUSE) --db $(DB) --users $(USERS) --duration $(DURATION) --size $(SIZE) --distributed
+.PHONY: faults
+faults: venv ## The load on the fixed app under gunicorn 2x4 while workers are killed, the database restarts and its connections are ended; the checker's verdict [DB=...] [APP=fixed|CAUSE]
+	$(PY) -m loadtests.faults --db $(DB) --app $(or $(APP),fixed)
+
+.PHONY: faults-readme
+faults-readme: venv ## The fault schedule on every backend, fixed app then broken/shared_session, written into README.md (needs make services)
+	$(PY) -m loadtests.faults --db all --app shared_session
+	$(PY) -m loadtests.faults --db all --app fixed --readme
 # ---- end of loads ----
 
 # ---- make bench: the transactions page at 1M rows (issue 6); not part of `make test` -----------
