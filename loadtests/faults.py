@@ -325,9 +325,10 @@ def run(backend: str, module: str, options: FaultOptions, out_dir: Path,
         server = GunicornServer(f"{module}:create_app()", {"LAB_DATABASE_URL": db_url, "LAB_CONTROL_DIR": str(workdir)},
                                 out_dir / "gunicorn.log", workers=2, threads=4).start()
         context = FaultContext(backend, db_url, server)
-        # The last fault's own length (a restart, the kills, taking every slot of a loaded
-        # server: up to 10 s seen) is covered by `settle` plus a margin.
-        duration = int(options.first_at + options.apart * (len(options.faults) - 1) + options.settle + 15)
+        # The last fault's own length (the kills: 5 s; taking every slot of a loaded server: up
+        # to 10 s seen) is covered by `settle` plus a margin.
+        margin = 15 if "slots_exhausted" in options.faults else 6
+        duration = int(options.first_at + options.apart * (len(options.faults) - 1) + options.settle + margin)
         failures: list[BaseException] = []
 
         def schedule() -> None:

@@ -20,7 +20,7 @@ SHORT = {"sqlite": ("worker_kill", "server_restart"), "postgresql": ("worker_kil
 
 @pytest.mark.parametrize("server", databases.BACKENDS)
 def test_the_fixed_app_keeps_its_promises_through_faults(server: str, tmp_path: Path) -> None:
-    options = faults.FaultOptions(faults=SHORT[server], first_at=3.0, apart=6.0, settle=2.0, users=12, size=500)
+    options = faults.FaultOptions(faults=SHORT[server], first_at=2.0, apart=5.5, settle=2.0, users=12, size=500)
     try:
         outcome = faults.run(server, "fixed.app", options, tmp_path, echo=lambda _line: None)
     except databases.BackendUnavailable as error:
