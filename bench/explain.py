@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -76,22 +76,27 @@ def page_statements(engine: Engine, case: cases.Case, depth: int) -> list[Statem
     return [(sql, params) for sql, params in seen if sql.strip().upper() != "BEGIN"]
 
 
-def explain(engine: Engine, statement: str, parameters: Any, run: bool = True) -> list[str]:
-    """The plan; with `run`, also what really happened (the statement is executed)."""
-    backend = backend_of(engine.url)
+def plan_lines(connection: Connection, backend: str, statement: str, parameters: Any, run: bool = True) -> list[str]:
+    """The backend's plan of one statement, a line per plan row; with `run`, also what really
+    happened (PostgreSQL ANALYZE, MariaDB ANALYZE: the statement is executed)."""
     prefix = {"postgresql": "EXPLAIN (ANALYZE, BUFFERS) " if run else "EXPLAIN ",
               "mariadb": "ANALYZE " if run else "EXPLAIN ", "sqlite": "EXPLAIN QUERY PLAN "}[backend]
+    result = connection.exec_driver_sql(prefix + statement, parameters)
+    rows = result.all()
+    if backend == "postgresql":
+        return [row[0] for row in rows]
+    if backend == "sqlite":
+        return [f"{'  ' * (row[1] > 0)}{row[3]}" for row in rows]
+    names = list(result.keys())
+    return [" | ".join(f"{n}={v}" for n, v in zip(names, row) if v is not None) for row in rows]
+
+
+def explain(engine: Engine, statement: str, parameters: Any, run: bool = True) -> list[str]:
+    """The plan; with `run`, also what really happened (the statement is executed)."""
     with engine.connect() as connection:
         started = time.perf_counter()
-        result = connection.exec_driver_sql(prefix + statement, parameters)
-        rows = result.all()
-        took = f"(explained in {1000 * (time.perf_counter() - started):.1f} ms)"
-        if backend == "postgresql":
-            return [row[0] for row in rows] + [took]
-        if backend == "sqlite":
-            return [f"{'  ' * (row[1] > 0)}{row[3]}" for row in rows] + [took]
-        names = list(result.keys())
-        return [" | ".join(f"{n}={v}" for n, v in zip(names, row) if v is not None) for row in rows] + [took]
+        lines = plan_lines(connection, backend_of(engine.url), statement, parameters, run)
+        return lines + [f"(explained in {1000 * (time.perf_counter() - started):.1f} ms)"]
 
 
 def main() -> None:

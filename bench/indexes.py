@@ -28,13 +28,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from sqlalchemy import Connection, Engine, and_, func, or_, select, text, tuple_, union_all
+from sqlalchemy import Connection, Engine, and_, or_, select, text, tuple_, union_all
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from bench import cases, dataset, explain, writecost
 from lab import databases, queries, seed, web
-from lab.engine import REPO_ROOT, backend_of, server_version
+from lab.engine import REPO_ROOT, server_version
 from lab.models import Base, Transaction, Wallet
 
 MEASURED_JSON = REPO_ROOT / "lab" / "INDEXES.measured.json"
@@ -51,19 +51,8 @@ Record = dict[str, Any]
 def explain_and_time(connection: Connection, backend: str, sql: str, params: Any) -> Record:
     """The plan of one statement (run for real where the backend's explain runs it) and the
     median time of running it as the app does, on `connection`."""
-    prefix = {"postgresql": "EXPLAIN (ANALYZE, BUFFERS) ", "mariadb": "ANALYZE ",
-              "sqlite": "EXPLAIN QUERY PLAN "}[backend]
     try:
-        result = connection.exec_driver_sql(prefix + sql, params)
-        names = list(result.keys())
-        rows = result.all()
-        if backend == "postgresql":
-            lines = [row[0] for row in rows]
-        elif backend == "sqlite":
-            lines = [row[3] for row in rows]
-        else:
-            lines = [" | ".join(f"{n}={v}" for n, v in zip(names, row) if v is not None and n != "ref")
-                     for row in rows]
+        lines = explain.plan_lines(connection, backend, sql, params)
         times = []
         while len(times) < TIMED_RUNS:
             started = time.perf_counter()
@@ -77,10 +66,7 @@ def explain_and_time(connection: Connection, backend: str, sql: str, params: Any
         connection.rollback()
         failure = str(error.orig).splitlines()[0]
     # Not run to the end: the plan the server chose, estimated only (`EXPLAIN` alone).
-    lines = [] if backend == "sqlite" else [
-        row[0] if backend == "postgresql" else
-        " | ".join(f"{n}={v}" for n, v in row._mapping.items() if v is not None and n != "ref")
-        for row in connection.exec_driver_sql("EXPLAIN " + sql, params).all()]
+    lines = [] if backend == "sqlite" else explain.plan_lines(connection, backend, sql, params, run=False)
     return {"lines": [line for line in lines if PLAN_KEEP.search(line)], "ms": None, "error": failure}
 
 
@@ -140,8 +126,8 @@ def alternatives(session: Session) -> dict[str, Any]:
         "13 months deep, with to": _ids(months),
         "13 months deep, without to": _ids(queries._without_redundant_end(months)),
         "contains by LIKE, page": _ids(queries.Filters(label_contains="mortgage")),
-        "contains by LIKE, count": _count(queries.Filters(label_contains="mortgage")),
-        "contains by LIKE, count of a match": _count(queries.Filters(label_contains="exchange")),
+        "contains by LIKE, count": queries.capped_count_statement(queries.Filters(label_contains="mortgage")),
+        "contains by LIKE, count of a match": queries.capped_count_statement(queries.Filters(label_contains="exchange")),
     }
 
 
@@ -154,11 +140,6 @@ def _merged_by_label(filters: queries.Filters) -> Any:
     merged = union_all(*(select(r.c.id, r.c.occurred_at) for r in ranges)).subquery("by_label")
     return (select(merged.c.id).order_by(merged.c.occurred_at.desc(), merged.c.id.desc())
             .limit(filters.limit + 1))
-
-
-def _count(filters: queries.Filters) -> Any:
-    matches = queries._filtered(select(Transaction.id), filters).limit(queries.COUNT_CAP + 1).subquery()
-    return select(func.count()).select_from(matches)
 
 
 def measure_cases(engine: Engine, backend: str) -> dict[str, Record]:
@@ -211,7 +192,7 @@ def measure_without(engine: Engine, backend: str) -> dict[str, Record]:
             like = {"contains by LIKE, count, no trigram index": queries.Filters(label_contains="mortgage"),
                     "contains by LIKE, count of a match, no trigram index": queries.Filters(label_contains="exchange")}
             plans.update(_explained_after(setup, backend, writecost._without_trigram,
-                                          {name: _one(engine, _count(f)) for name, f in like.items()}))
+                                          {name: _one(engine, queries.capped_count_statement(f)) for name, f in like.items()}))
     finally:
         setup.dispose()
     return plans

@@ -12,7 +12,7 @@ import functools
 import datetime as dt
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from sqlalchemy import ColumnElement, Integer, Row, Select, Subquery, bindparam, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -366,7 +366,12 @@ def list_page_offset(session: Session, filters: Filters, page_number: int) -> Of
                       min(total, COUNT_CAP), total_capped=total > COUNT_CAP)
 
 
+def capped_count_statement(filters: Filters) -> Select:
+    """`count(*)` of the rows that match, stopping at COUNT_CAP + 1."""
+    matches = _filtered(select(Transaction.id), filters).limit(COUNT_CAP + 1).subquery()
+    return select(func.count()).select_from(matches)
+
+
 def _capped_count(session: Session, filters: Filters) -> int:
     """How many rows match, counted up to COUNT_CAP + 1: the count of both kinds of page."""
-    matches = _filtered(select(Transaction.id), filters).limit(COUNT_CAP + 1).subquery()
-    return session.scalar(select(func.count()).select_from(matches)) or 0
+    return session.scalar(capped_count_statement(filters)) or 0

@@ -41,9 +41,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from lab import databases, results
-from lab.engine import LOCK_TIMEOUT_MS, REPO_ROOT, backend_of
+from lab.engine import LOCK_TIMEOUT_MS, REPO_ROOT
 from lab.harness.runner import prepare_database
-from lab.harness.server import Actor, GunicornServer
+from lab.harness.server import GunicornServer
 from loadtests import checker
 from loadtests.locust_process import run_phase
 from loadtests.runner import LoadOptions, audit_rows, locust_env, read_logs, server_exceptions
@@ -95,13 +95,6 @@ def _wait(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.05)
 
 
-def _answers(server: GunicornServer) -> bool:
-    try:
-        return Actor("faults", server.port, timeout=2).get("/_lab/ping").status == 200
-    except OSError:
-        return False
-
-
 def worker_kill(context: FaultContext, kills: int = 3, every: float = 2.0) -> Window:
     server = context.server
     assert server.process is not None
@@ -115,7 +108,7 @@ def worker_kill(context: FaultContext, kills: int = 3, every: float = 2.0) -> Wi
         if number < kills - 1:
             time.sleep(every)
     _wait(lambda: len([p for p in _children(server.process.pid) if p not in killed]) >= server.workers
-          and _answers(server), "gunicorn's workers back")
+          and server.answers(), "gunicorn's workers back")
     window.ended = time.monotonic()
     window.note = f"SIGKILL to workers {', '.join(map(str, killed))}"
     return window

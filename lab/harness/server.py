@@ -141,7 +141,7 @@ class GunicornServer:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.process.returncode}; log ends:\n{self.log_tail()}")
             booted = self.log_path.read_text(errors="replace").count("Booting worker")
-            if booted >= self.workers and self._answers():
+            if booted >= self.workers and self.answers():
                 return
             time.sleep(0.05)
         self.stop()
@@ -150,7 +150,8 @@ class GunicornServer:
     def log_tail(self, lines: int = 15) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def _answers(self) -> bool:
+    def answers(self) -> bool:
+        """Does its `/_lab/ping` answer 200 now?"""
         try:
             return Actor("harness", self.port, timeout=2).get("/_lab/ping").status == 200
         except OSError:
