@@ -41,6 +41,14 @@ def server_url(backend: str) -> URL:
     return make_url(raw)
 
 
+def owner_tag(default: str) -> str:
+    """Who owns a private database: the pytest-xdist worker (or `default`), prefixed by
+    LAB_DB_NAMESPACE when set, so that two checkouts testing at once on the same servers
+    never drop each other's databases."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER") or default
+    return f"{os.environ.get('LAB_DB_NAMESPACE', '')}{worker}"
+
+
 def private_database(backend: str, name: str, sqlite_dir: Path) -> str:
     """Create (or re-create, empty) a database called `name` and return its URL.
 

@@ -7,7 +7,6 @@ configured or does not answer is skipped, unless LAB_REQUIRE_BACKENDS names it (
 
 from __future__ import annotations
 
-import os
 from typing import Iterator
 
 import pytest
@@ -27,7 +26,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def _worker() -> str:
-    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+    return databases.owner_tag("main")
 
 
 @pytest.fixture(scope="session")

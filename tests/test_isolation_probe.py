@@ -7,7 +7,6 @@ creates its own table and drops its database at the end).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Iterator
 
@@ -19,7 +18,7 @@ from lab.harness import isolation
 
 @pytest.fixture
 def probe_url(backend: str, tmp_path: Path) -> Iterator[str]:
-    name = f"lab_iso_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+    name = f"lab_iso_{databases.owner_tag('main')}"
     try:
         url = databases.private_database(backend, name, tmp_path)
     except databases.BackendUnavailable as error:

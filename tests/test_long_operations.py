@@ -12,7 +12,6 @@ change rows, vacuum the table and hold locks.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Iterator
 
 import pytest
@@ -26,7 +25,7 @@ BATCH = 100
 @pytest.fixture(scope="module")
 def longops_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A seeded database of this backend, private to this module and xdist worker."""
-    name = f"lab_longops_test_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+    name = f"lab_longops_test_{databases.owner_tag('main')}"
     try:
         url = databases.private_database(backend, name, tmp_path_factory.mktemp(f"longops_{backend}"))
     except databases.BackendUnavailable as error:

@@ -87,7 +87,7 @@ def run_cell(module: ModuleType, app: str, backend: str, echo: Callable[[str], N
     clock = time.perf_counter()
     try:
         # Private per test worker or process: the same cell may run in two places at once.
-        worker = os.environ.get("PYTEST_XDIST_WORKER") or f"p{os.getpid()}"
+        worker = databases.owner_tag(f"p{os.getpid()}")
         db_url = databases.private_database(backend, f"lab_scn_{worker}_{cause.name}_{app}"[:63], workdir)
         version = prepare_database(db_url, SCENARIO_SEED_SIZE)
         scenario = Scenario(cause, app, cause.app_modules[app], backend, db_url, workdir, echo)
