@@ -103,7 +103,7 @@ load-distributed: venv ## The same load from a locust master and two workers on 
 	@test -n "$(CAUSE)" || { echo "CAUSE is required, e.g. make load-distributed CAUSE=uncommitted"; exit 2; }
 	$(PY) -m loadtests --cause $(CAUSE) --db $(DB) --users $(USERS) --duration $(DURATION) --size $(SIZE) --distributed
 .PHONY: faults
-faults: venv ## The load on the fixed app under gunicorn 2x4 while workers are killed, the database restarts and its connections are ended; the checker's verdict [DB=...] [APP=fixed|CAUSE]
+faults: venv ## The load on the fixed app under gunicorn 2x4 while workers are killed, the database restarts, its connections are ended, the pools and the server slots are taken; the checker's verdict [DB=...] [APP=fixed|CAUSE]
 	$(PY) -m loadtests.faults --db $(DB) --app $(or $(APP),fixed)
 
 .PHONY: faults-readme

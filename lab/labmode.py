@@ -8,6 +8,9 @@ never be the difference between them. It adds:
   `X-Lab-Actor` request header) and server connection id, appended to `LAB_TXLOG`;
 - `/_lab/hold/<key>`: occupies its worker thread until the scenario creates the file
   `<LAB_CONTROL_DIR>/release-<key>`, so the next request must go to another thread;
+- `/_lab/take-pool?seconds=S`: sessions held elsewhere in this worker (a thread of its own)
+  check out every connection the app's pool can give, for S seconds, so the worker's requests
+  wait for the pool (the fault run's `pool_exhausted`); answers once they are all taken;
 - `/_lab/ping`: a trivial endpoint that touches nothing.
 None of it opens a transaction of its own or keeps an ORM object.
 
@@ -32,6 +35,8 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, scoped_session
 
 HOLD_LIMIT_SECONDS = 30.0
+TAKE_POOL_LIMIT_SECONDS = 10.0
+_TAKING_POOL = threading.Lock()  # one take at a time per process: a second one answers "busy"
 
 
 def enabled() -> bool:
@@ -71,9 +76,46 @@ def install(app: Flask, session: Callable[[], Session], engine: Callable[[], Eng
             time.sleep(0.01)
         return {"released": release.exists()}
 
+    @app.get("/_lab/take-pool")
+    def _take_pool() -> dict[str, Any]:
+        seconds = min(float(request.args.get("seconds", "3")), TAKE_POOL_LIMIT_SECONDS)
+        return {"pid": os.getpid(), **take_pool(engine(), seconds)}
+
     @app.get("/_lab/ping")
     def _ping() -> dict[str, Any]:
         return {"pid": os.getpid()}
+
+
+def take_pool(engine: Engine, seconds: float) -> dict[str, Any]:
+    """Sessions held elsewhere: a thread of this process opens Sessions on `engine` and checks
+    out a connection for each until the pool has none left to give (its size plus its
+    overflow), holds them for `seconds`, then closes them. Returns once they are all taken (or
+    after TAKE_POOL_LIMIT_SECONDS, with what it has), saying how many; "busy" at once when a
+    take is already under way in this process."""
+    if not _TAKING_POOL.acquire(blocking=False):
+        return {"held": 0, "busy": True}
+    pool = engine.pool
+    capacity = pool.size() + max(0, getattr(pool, "_max_overflow", 0))  # QueuePool: 5 + 10 by default
+    taken = threading.Event()
+    sessions: list[Session] = []
+
+    def hold() -> None:
+        deadline = time.monotonic() + TAKE_POOL_LIMIT_SECONDS
+        try:
+            while len(sessions) < capacity and time.monotonic() < deadline:
+                session = Session(bind=engine)
+                session.connection()  # waits (pool timeout) while the app's requests hold them
+                sessions.append(session)
+        finally:
+            taken.set()
+            time.sleep(seconds)
+            for session in sessions:
+                session.close()
+            _TAKING_POOL.release()
+
+    threading.Thread(target=hold, name="lab-take-pool", daemon=True).start()
+    taken.wait(TAKE_POOL_LIMIT_SECONDS + 1)
+    return {"held": len(sessions), "capacity": capacity, "busy": False}
 
 
 def install_extensions(app: Flask, session: Callable[[], Session]) -> None:

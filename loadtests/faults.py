@@ -9,8 +9,12 @@ The locust readers and writers of `make load` run against one app under gunicorn
   by another process (`BEGIN EXCLUSIVE`) for longer than the app's busy timeout instead;
 - `connections_killed`: every connection of the app's database is ended from the server side
   (`pg_terminate_backend`, MariaDB `KILL`); SQLite has no server side: not applicable;
-- `slots_exhausted`: sessions held elsewhere take every connection the server allows for 3 s
-  (the app's own pool cannot run out under its 4 threads per worker); SQLite: not applicable.
+- `pool_exhausted`: in each worker, sessions held elsewhere (a thread of the worker's own, as a
+  job or a leaked session would) check out every connection of the app's pool (5 + 10
+  overflow) for 3 s, so the worker's requests wait for the pool meanwhile (lab mode's
+  `/_lab/take-pool`);
+- `slots_exhausted`: sessions held elsewhere take every connection the server allows for 3 s;
+  SQLite has no connection limit: not applicable.
 Then the checker (loadtests/checker.py) judges the merged log, and each error is placed inside
 or outside a window (a window counts until `GRACE_SECONDS` after it ends, for the requests in
 flight when it ended). The verdict holds when nothing acknowledged is lost, nothing stale is
@@ -33,6 +37,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -43,7 +48,7 @@ from sqlalchemy.pool import NullPool
 from lab import databases, results
 from lab.engine import LOCK_TIMEOUT_MS, REPO_ROOT
 from lab.harness.runner import prepare_database
-from lab.harness.server import GunicornServer
+from lab.harness.server import Actor, GunicornServer
 from loadtests import checker
 from loadtests.locust_process import run_phase
 from loadtests.runner import LoadOptions, audit_rows, locust_env, read_logs, server_exceptions
@@ -51,7 +56,7 @@ from loadtests.runner import LoadOptions, audit_rows, locust_env, read_logs, ser
 GRACE_SECONDS = 2.0
 RECOVERY_TARGET_SECONDS = 2.0
 WAIT_LIMIT_SECONDS = 60.0  # a server not back after this long fails the run, clearly
-FAULTS = ("worker_kill", "server_restart", "connections_killed", "slots_exhausted")
+FAULTS = ("worker_kill", "server_restart", "connections_killed", "pool_exhausted", "slots_exhausted")
 
 
 @dataclass
@@ -61,6 +66,7 @@ class Window:
     ended: float | None = None
     note: str = ""
     applicable: bool = True
+    detail: dict[str, Any] = field(default_factory=dict)  # what the fault measured, per fault
 
 
 @dataclass
@@ -209,14 +215,50 @@ def connections_killed(context: FaultContext) -> Window:
     return window
 
 
+POOL_HELD_SECONDS = 3.0
+
+
+def pool_exhausted(context: FaultContext) -> Window:
+    """Every connection of each worker's pool checked out by sessions held in that worker.
+    Several takes are sent at once, so that each worker accepts one (a worker already taking
+    answers "busy"); each worker holds its connections POOL_HELD_SECONDS from its take."""
+    server = context.server
+    window = Window("pool_exhausted", time.monotonic())
+    taken: dict[str, dict[str, Any]] = {}
+    actor = Actor("faults", server.port, timeout=WAIT_LIMIT_SECONDS)
+
+    def take() -> None:
+        reply = actor.get("/_lab/take-pool", seconds=POOL_HELD_SECONDS)
+        if reply.status != 200:
+            raise RuntimeError(f"/_lab/take-pool answered HTTP {reply.status}: {reply.text[:200]}")
+        answer = reply.json()
+        if not answer["busy"]:
+            taken[str(answer["pid"])] = {**answer, "at": time.monotonic()}
+
+    for _round in range(5):  # bounded: a worker never reached is said in the note
+        with ThreadPoolExecutor(max_workers=2 * server.workers) as pool:
+            list(pool.map(lambda _n: take(), range(2 * server.workers)))
+        if len(taken) >= server.workers:
+            break
+    if not taken:
+        raise RuntimeError("no worker took its pool")
+    time.sleep(max(0.0, max(t["at"] for t in taken.values()) + POOL_HELD_SECONDS - time.monotonic()))
+    window.ended = time.monotonic()
+    window.detail = {"workers": {pid: {"held": t["held"], "capacity": t["capacity"]} for pid, t in taken.items()}}
+    counts = ", ".join(f"{t['held']}/{t['capacity']}" for t in taken.values())
+    window.note = (f"{counts} pool connections taken in worker{'s' if len(taken) > 1 else ''} {', '.join(taken)}, "
+                   f"held {POOL_HELD_SECONDS:g} s"
+                   + ("" if len(taken) == server.workers else f"; only {len(taken)} of {server.workers} workers reached"))
+    return window
+
+
 SLOTS_HELD_SECONDS = 3.0
 MAX_HELD_CONNECTIONS = 400
 
 
 def slots_exhausted(context: FaultContext) -> Window:
-    """Sessions held elsewhere take every connection the server allows, for a few seconds.
-    (The app's own pool cannot be drained by its load: each worker has 4 threads and a pool of
-    5 + 10 overflow connections; what can run out under it is the server's slots.)"""
+    """Sessions held elsewhere, in another process, take every connection the server allows, for
+    a few seconds: the app's pool cannot open a connection it does not already hold."""
     window = Window("slots_exhausted", time.monotonic())
     if context.backend == "sqlite":
         window.ended, window.applicable = window.started, False
@@ -245,7 +287,7 @@ def slots_exhausted(context: FaultContext) -> Window:
 
 SCHEDULE: dict[str, Callable[[FaultContext], Window]] = {
     "worker_kill": worker_kill, "server_restart": server_restart, "connections_killed": connections_killed,
-    "slots_exhausted": slots_exhausted}
+    "pool_exhausted": pool_exhausted, "slots_exhausted": slots_exhausted}
 
 
 # ---- judging the windows ---------------------------------------------------------------------
@@ -274,7 +316,10 @@ def judge_windows(records: list[checker.Record], windows: list[Window]) -> dict[
         ended = window.ended or window.started
         first_ok = min((r.received for r in records if r.sent >= ended and r.status is not None and r.status < 500
                         and checker.error_of(r) is None), default=None)
+        during = [r.received - r.sent for r in records
+                  if window.applicable and r.received >= window.started and r.sent <= ended]
         figures.append({**asdict(window), "errors_inside": len(by_window.get(window.fault, [])),
+                        "slowest_inside_seconds": round(max(during), 3) if during else None,
                         "seconds": round(ended - window.started, 3),
                         "recovery_seconds": round(first_ok - ended, 3) if first_ok is not None else None})
     return {"windows": figures, "errors_outside": len(outside),
@@ -359,12 +404,17 @@ def run(backend: str, module: str, options: FaultOptions, out_dir: Path,
     return outcome
 
 
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def print_outcome(outcome: dict[str, Any], echo: Callable[[str], None] = print) -> None:
     echo(f"== {outcome['app']} on {outcome['server_version']}: {outcome['stats']['requests']} requests")
-    echo(f"  {'fault':<20} {'window s':>9} {'errors in':>10} {'recovered after s':>18}  note")
+    echo(f"  {'fault':<20} {'window s':>9} {'errors in':>10} {'slowest s':>10} {'recovered after s':>18}  note")
     for w in outcome["faults"]["windows"]:
         recovery = "-" if w["recovery_seconds"] is None or not w["applicable"] else f"{w['recovery_seconds']:.2f}"
-        echo(f"  {w['fault']:<20} {w['seconds']:>9.2f} {w['errors_inside']:>10} {recovery:>18}  {w['note']}")
+        echo(f"  {w['fault']:<20} {w['seconds']:>9.2f} {w['errors_inside']:>10} {_seconds(w.get('slowest_inside_seconds')):>10} "
+             f"{recovery:>18}  {w['note']}")
     report = outcome["checker"]
     echo(f"  errors outside the windows: {outcome['faults']['errors_outside']}; lost writes: {report['lost_writes']}; "
          f"stale reads: {report['stale_reads']}")
@@ -380,8 +430,8 @@ def readme_tables(apps: tuple[str, ...]) -> str:
     """The latest stored fault run of each app on each backend, as README tables."""
     lines = ["| backend | app | requests | errors outside windows | lost writes | stale reads | verdict |",
              "|---|---|---|---|---|---|---|"]
-    detail = ["| backend | app | fault | window s | errors inside | recovered after s | what happened |",
-              "|---|---|---|---|---|---|---|"]
+    detail = ["| backend | app | fault | window s | errors inside | slowest request inside s | recovered after s | what happened |",
+              "|---|---|---|---|---|---|---|---|"]
     folders = []
     for backend in databases.BACKENDS:
         for app in apps:
@@ -397,7 +447,8 @@ def readme_tables(apps: tuple[str, ...]) -> str:
             for w in outcome["faults"]["windows"]:
                 recovered = "-" if w["recovery_seconds"] is None or not w["applicable"] else f"{w['recovery_seconds']:.2f}"
                 detail.append(f"| {outcome['server_version']} | {app} | {w['fault']} | {w['seconds']:.2f} | "
-                              f"{w['errors_inside']} | {recovered} | {w['note'].replace('|', '/')} |")
+                              f"{w['errors_inside']} | {_seconds(w.get('slowest_inside_seconds'))} | {recovered} | "
+                              f"{w['note'].replace('|', '/')} |")
     source = "Generated by `make faults-readme` from " + ", ".join(f"`{f}`" for f in folders) + "."
     return "\n".join([source, "", *lines, "", *detail])
 
