@@ -19,6 +19,7 @@ CAUSES := $(filter-out $(NOT_CAUSES),$(basename $(notdir $(wildcard scenarios/*.
 # tests unless LAB_REQUIRE_BACKENDS=all (CI) makes it an error.
 export LAB_TEST_POSTGRESQL_URL ?= postgresql+psycopg://lab:lab@127.0.0.1:5432/lab_test
 export LAB_TEST_MARIADB_URL ?= mysql+pymysql://lab:lab@127.0.0.1:3306/lab_test
+export LAB_TEST_POSTGRESQL_REPLICA_URL ?= postgresql+psycopg://lab:lab@127.0.0.1:5433/lab_test
 
 $(VENV)/.installed: requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -75,7 +76,7 @@ test: venv ## Run the test suite on SQLite and on every server that answers (pyt
 	$(VENV)/bin/pytest -n 2 -q
 
 .PHONY: services
-services: ## Start PostgreSQL and MariaDB locally and create the lab's login and databases
+services: ## Start PostgreSQL, its hot standby (1 s apply delay) and MariaDB locally and create the lab's login and databases
 	scripts/services.sh
 
 .PHONY: clean

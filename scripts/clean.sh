@@ -11,6 +11,7 @@ REPO_ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 LAB_DIR="$REPO_ROOT/.lab"
 
 PG_PORT=5432
+REPLICA_CLUSTER=lab_standby
 MARIADB_SOCKET=/run/mysqld/mysqld.sock
 MARIADB_PIDFILE=/run/mysqld/lab.pid
 
@@ -54,6 +55,21 @@ SQL
     fi
 else
     note "PostgreSQL does not answer on 127.0.0.1:$PG_PORT: skipping its databases and role"
+fi
+
+# The hot standby is the lab's own cluster: dropped whole (stopped first) if the lab created it.
+if [ -f "$LAB_DIR/created-replica" ]; then
+    pg_version="$(ls /etc/postgresql | sort -V | tail -n 1)"
+    if [ -d "/etc/postgresql/$pg_version/$REPLICA_CLUSTER" ]; then
+        as_root pg_dropcluster --stop "$pg_version" "$REPLICA_CLUSTER"
+        note "PostgreSQL hot standby $pg_version/$REPLICA_CLUSTER stopped and dropped (the lab had created it)"
+    fi
+    rm -f "$LAB_DIR/created-replica" "$LAB_DIR/started-replica"
+elif [ -f "$LAB_DIR/started-replica" ]; then
+    pg_version="$(ls /etc/postgresql | sort -V | tail -n 1)"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$pg_version" "$REPLICA_CLUSTER" stop || true
+    rm -f "$LAB_DIR/started-replica"
+    note "PostgreSQL hot standby stopped (the lab had started it)"
 fi
 
 if [ -f "$LAB_DIR/started-postgresql" ]; then

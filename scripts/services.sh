@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make PostgreSQL and MariaDB available on 127.0.0.1 for the lab (run by `make services`).
+# Make PostgreSQL (with a hot standby of it) and MariaDB available on 127.0.0.1 for the lab
+# (run by `make services`).
 #
 # - Installs a server if it is missing, starts it if it does not answer, and records in
 #   .lab/started-<server> that the lab started it (so `make clean` stops only what we started).
@@ -15,6 +16,11 @@ LAB_DIR="$REPO_ROOT/.lab"
 WAIT_SECONDS=30
 
 PG_PORT=5432
+# The hot standby (the replica_lag cause): a streaming replica of the cluster on PG_PORT, whose
+# replay is held back by a fixed apply delay, so that "the replica is behind" is deterministic.
+REPLICA_PORT=5433
+REPLICA_CLUSTER=lab_standby
+REPLICA_APPLY_DELAY=1s
 MARIADB_PORT=3306
 MARIADB_SOCKET=/run/mysqld/mysqld.sock
 MARIADB_PIDFILE=/run/mysqld/lab.pid
@@ -141,6 +147,61 @@ rm -f "$LAB_DIR/postgresql-login.err"
 pg_server_version="$(PGPASSWORD=lab psql -X -At -h 127.0.0.1 -p "$PG_PORT" -U lab -d lab -c 'SHOW server_version')"
 
 # ---------------------------------------------------------------------------------------------
+# PostgreSQL hot standby of the cluster above (streaming replication, delayed apply)
+# ---------------------------------------------------------------------------------------------
+pg_version="$(pg_cluster_version)"
+replica_conf="/etc/postgresql/$pg_version/$REPLICA_CLUSTER"
+replica_data="/var/lib/postgresql/$pg_version/$REPLICA_CLUSTER"
+replica_sql() {
+    PGPASSWORD=lab PGCONNECT_TIMEOUT=5 psql -X -At -h 127.0.0.1 -p "$REPLICA_PORT" -U lab -d lab -c "$1" 2>/dev/null
+}
+replica_ready() { [ "$(replica_sql 'SELECT pg_is_in_recovery()')" = "t" ]; }
+replica_exists() { [ -d "$replica_conf" ]; }
+
+if ! replica_ready; then
+    if ! replica_exists; then
+        if pg_isready -q -h 127.0.0.1 -p "$REPLICA_PORT" 2>/dev/null; then
+            die "port $REPLICA_PORT answers but is not the lab's standby ($REPLICA_CLUSTER): free it or change REPLICA_PORT"
+        fi
+        note "creating the PostgreSQL hot standby $pg_version/$REPLICA_CLUSTER on port $REPLICA_PORT"
+        # A base backup over the primary's socket as postgres needs a `replication` rule in its
+        # pg_hba.conf (the `all` database keyword does not cover replication connections).
+        hba_file="$(pg_admin -At -c 'SHOW hba_file')"
+        hba_rule="local replication postgres peer"
+        if ! as_root grep -qE '^[[:space:]]*local[[:space:]]+replication[[:space:]]+(all|postgres)[[:space:]]' "$hba_file"; then
+            { echo "# added by the lab (scripts/services.sh): the standby's base backup and stream, as postgres over the socket"
+              echo "$hba_rule"
+              as_root cat "$hba_file"; } > "$LAB_DIR/pg_hba.conf.new"
+            as_root sh -c 'cat "$1" > "$2"' sh "$LAB_DIR/pg_hba.conf.new" "$hba_file"
+            rm -f "$LAB_DIR/pg_hba.conf.new"
+            pg_admin -c 'SELECT pg_reload_conf()' >/dev/null
+        fi
+        as_root pg_createcluster "$pg_version" "$REPLICA_CLUSTER" -p "$REPLICA_PORT" >/dev/null
+        touch "$LAB_DIR/created-replica"
+        as_root find "$replica_data" -mindepth 1 -delete
+        # -R writes standby.signal and primary_conninfo (the primary's socket, as postgres).
+        as_postgres pg_basebackup -p "$PG_PORT" -D "$replica_data" -R -X stream -c fast \
+            || die "pg_basebackup from the primary on port $PG_PORT failed"
+        primary_connections="$(pg_admin -At -c 'SHOW max_connections')"
+        # A hot standby needs at least the primary's max_connections.
+        as_root sh -c 'cat > "$1"' sh "$replica_conf/conf.d/lab-standby.conf" <<CONF
+# written by the lab (scripts/services.sh): a hot standby whose replay waits a fixed delay
+listen_addresses = '127.0.0.1'
+hot_standby = on
+recovery_min_apply_delay = '$REPLICA_APPLY_DELAY'
+max_connections = $primary_connections
+CONF
+    fi
+    note "starting the PostgreSQL hot standby $pg_version/$REPLICA_CLUSTER"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$pg_version" "$REPLICA_CLUSTER" start \
+        || die "pg_ctlcluster $pg_version $REPLICA_CLUSTER start failed (see /var/log/postgresql/postgresql-$pg_version-$REPLICA_CLUSTER.log)"
+    touch "$LAB_DIR/started-replica"
+    wait_until replica_ready \
+        || die "the hot standby does not answer as a replica on 127.0.0.1:$REPLICA_PORT after ${WAIT_SECONDS}s (see /var/log/postgresql/postgresql-$pg_version-$REPLICA_CLUSTER.log)"
+fi
+replica_delay="$(replica_sql 'SHOW recovery_min_apply_delay')"
+
+# ---------------------------------------------------------------------------------------------
 # MariaDB
 # ---------------------------------------------------------------------------------------------
 # `ping` succeeds as soon as the server answers on the socket, even if auth were refused.
@@ -201,6 +262,8 @@ mariadb_server_version="$(MYSQL_PWD=lab mariadb -h 127.0.0.1 -P "$MARIADB_PORT" 
 
 # ---------------------------------------------------------------------------------------------
 echo "PostgreSQL ${pg_server_version%% *} ready on 127.0.0.1:$PG_PORT"
+echo "PostgreSQL hot standby ready on 127.0.0.1:$REPLICA_PORT (replays the primary $replica_delay late)"
 echo "MariaDB ${mariadb_server_version%%-*} ready on 127.0.0.1:$MARIADB_PORT"
 echo "LAB_TEST_POSTGRESQL_URL=postgresql+psycopg://lab:lab@127.0.0.1:$PG_PORT/lab_test"
+echo "LAB_TEST_POSTGRESQL_REPLICA_URL=postgresql+psycopg://lab:lab@127.0.0.1:$REPLICA_PORT/lab_test"
 echo "LAB_TEST_MARIADB_URL=mysql+pymysql://lab:lab@127.0.0.1:$MARIADB_PORT/lab_test"
