@@ -20,6 +20,7 @@ CAUSES := $(filter-out $(NOT_CAUSES),$(basename $(notdir $(wildcard scenarios/*.
 export LAB_TEST_POSTGRESQL_URL ?= postgresql+psycopg://lab:lab@127.0.0.1:5432/lab_test
 export LAB_TEST_MARIADB_URL ?= mysql+pymysql://lab:lab@127.0.0.1:3306/lab_test
 export LAB_TEST_POSTGRESQL_REPLICA_URL ?= postgresql+psycopg://lab:lab@127.0.0.1:5433/lab_test
+export LAB_TEST_BROKER_URL ?= redis://127.0.0.1:6379/7
 
 $(VENV)/.installed: requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -76,7 +77,7 @@ test: venv ## Run the test suite on SQLite and on every server that answers (pyt
 	$(VENV)/bin/pytest -n 2 -q
 
 .PHONY: services
-services: ## Start PostgreSQL, its hot standby (1 s apply delay) and MariaDB locally and create the lab's login and databases
+services: ## Start PostgreSQL, its hot standby (1 s apply delay), MariaDB and Redis (the task queue's broker) locally and create the lab's login and databases
 	scripts/services.sh
 
 .PHONY: clean

@@ -126,3 +126,20 @@ if [ -f "$LAB_DIR/started-mariadb" ]; then
 else
     note "MariaDB was not started by the lab: left as it is"
 fi
+
+# ---------------------------------------------------------------------------------------------
+# Redis: the lab's keys are in database 7 only; the server is stopped only if the lab started it
+# ---------------------------------------------------------------------------------------------
+REDIS_PORT=6379
+REDIS_DB=7
+if [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = "PONG" ]; then
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" -n "$REDIS_DB" flushdb >/dev/null
+    note "Redis: emptied the lab's database $REDIS_DB"
+    if [ -f "$LAB_DIR/started-redis" ]; then
+        redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+        note "Redis stopped (the lab had started it)"
+    fi
+else
+    note "Redis does not answer on 127.0.0.1:$REDIS_PORT: skipping it"
+fi
+rm -f "$LAB_DIR/started-redis"

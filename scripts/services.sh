@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Make PostgreSQL (with a hot standby of it) and MariaDB available on 127.0.0.1 for the lab
-# (run by `make services`).
+# Make PostgreSQL (with a hot standby of it), MariaDB and Redis (the task queue's broker)
+# available on 127.0.0.1 for the lab (run by `make services`).
 #
 # - Installs a server if it is missing, starts it if it does not answer, and records in
 #   .lab/started-<server> that the lab started it (so `make clean` stops only what we started).
@@ -24,6 +24,9 @@ REPLICA_APPLY_DELAY=1s
 MARIADB_PORT=3306
 MARIADB_SOCKET=/run/mysqld/mysqld.sock
 MARIADB_PIDFILE=/run/mysqld/lab.pid
+REDIS_PORT=6379
+REDIS_DB=7  # the lab's keys live in this database of the server only
+REDIS_PIDFILE=/run/redis-lab.pid
 
 export DEBIAN_FRONTEND=noninteractive
 
@@ -261,9 +264,30 @@ rm -f "$LAB_DIR/mariadb-login.err"
 mariadb_server_version="$(MYSQL_PWD=lab mariadb -h 127.0.0.1 -P "$MARIADB_PORT" -ulab -N -B -e 'select version()')"
 
 # ---------------------------------------------------------------------------------------------
+# Redis: the broker and result store of the task queue (Celery) on the server backends
+# ---------------------------------------------------------------------------------------------
+redis_answers() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = "PONG" ]; }
+if ! redis_answers; then
+    if ! command -v redis-server >/dev/null; then
+        note "Redis not installed: installing (apt-get install redis-server)"
+        apt_install redis-server
+    fi
+    if ! redis_answers; then
+        note "starting Redis"
+        as_root redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --daemonize yes --pidfile "$REDIS_PIDFILE" \
+            --dir "$LAB_DIR" --save "" --logfile "$LAB_DIR/redis.log"
+        touch "$LAB_DIR/started-redis"
+        wait_until redis_answers || die "Redis does not answer on 127.0.0.1:$REDIS_PORT after ${WAIT_SECONDS}s (see $LAB_DIR/redis.log)"
+    fi
+fi
+redis_version="$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" info server | sed -n 's/^redis_version:\([0-9.]*\).*/\1/p')"
+
+# ---------------------------------------------------------------------------------------------
 echo "PostgreSQL ${pg_server_version%% *} ready on 127.0.0.1:$PG_PORT"
 echo "PostgreSQL hot standby ready on 127.0.0.1:$REPLICA_PORT (replays the primary $replica_delay late)"
 echo "MariaDB ${mariadb_server_version%%-*} ready on 127.0.0.1:$MARIADB_PORT"
+echo "Redis $redis_version ready on 127.0.0.1:$REDIS_PORT"
 echo "LAB_TEST_POSTGRESQL_URL=postgresql+psycopg://lab:lab@127.0.0.1:$PG_PORT/lab_test"
 echo "LAB_TEST_POSTGRESQL_REPLICA_URL=postgresql+psycopg://lab:lab@127.0.0.1:$REPLICA_PORT/lab_test"
 echo "LAB_TEST_MARIADB_URL=mysql+pymysql://lab:lab@127.0.0.1:$MARIADB_PORT/lab_test"
+echo "LAB_TEST_BROKER_URL=redis://127.0.0.1:$REDIS_PORT/$REDIS_DB"
