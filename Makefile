@@ -138,6 +138,10 @@ bench-doctor: venv ## What the stale-data doctor costs the fixed app at 2,000 ro
 .PHONY: notebooks
 notebooks: venv ## Regenerate and execute every notebook (commits outputs of a real run)
 	$(PY) -m notebooks.build --execute
+
+.PHONY: jupyter
+jupyter: venv ## JupyterLab from the lock on 127.0.0.1, the lab's kernel (LAB_TEST_* passed through), opening the overview; prints the URL with its token [JUPYTER_PORT=8888]
+	$(PY) -m notebooks.jupyter --port $(or $(JUPYTER_PORT),8888)
 # ---- end of notebooks ----
 
 # ---- report (lab/report.py, issue 5): one self-contained HTML page and its Markdown twin ----
