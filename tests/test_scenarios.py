@@ -87,6 +87,23 @@ def test_readme_matrix_is_the_expected_matrix() -> None:
     assert readme_matrix_cells() == expected, "README matrix is out of date: run `make readme`"
 
 
+def test_readme_matrix_is_the_latest_real_run_where_one_exists() -> None:
+    """Each README cell against the latest stored run of that cell (results/.../latest), where
+    this checkout has one: `make readme` writes what a run found, so a later run that found
+    something else (the code changed, or a cell is unstable) makes the table wrong."""
+    from lab.harness.runner import RESULTS_DIR, readme_matrix_cells
+
+    differ = []
+    for (cause, app, backend), verdict in readme_matrix_cells().items():
+        latest = RESULTS_DIR / backend / cause / app / "latest" / "result.json"
+        if latest.exists():
+            found = json.loads(latest.read_text())
+            if found["verdict"] != verdict:
+                differ.append(f"{cause} | {app} | {backend}: README {verdict}, latest run "
+                              f"({found['started_at']}) {found['verdict']}: {found['proof']}")
+    assert not differ, "README matrix differs from the latest runs (run `make readme`):\n" + "\n".join(differ)
+
+
 def test_cli_names_the_valid_choices(capsys: pytest.CaptureFixture[str]) -> None:
     from scenarios.__main__ import main
 
