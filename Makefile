@@ -100,6 +100,19 @@ load: venv ## Locust load on broken/CAUSE.py, then the fixed app: stale reads, l
 	@test -n "$(CAUSE)" || { echo "CAUSE is required, e.g. make load CAUSE=uncommitted"; exit 2; }
 	$(PY) -m loadtests --cause $(CAUSE) --db $(DB) --users $(USERS) --duration $(DURATION) --size $(SIZE)
 
+BROKEN_CAUSES := $(basename $(notdir $(filter-out broken/__init__.py,$(wildcard broken/*.py))))
+
+.PHONY: load-all
+load-all: venv ## make load for every cause with a broken variant, on every backend unless DB= is given, then make load-readme [USERS=50] [DURATION=20]
+	@for cause in $(BROKEN_CAUSES); do \
+		$(PY) -m loadtests --cause $$cause --db $(if $(filter command line,$(origin DB)),$(DB),all) --users $(USERS) --duration $(DURATION) --size $(SIZE) || echo "load of $$cause: see above"; \
+	done
+	$(PY) -m loadtests.readme
+
+.PHONY: load-readme
+load-readme: venv ## Write the latest stored load of each cause on each backend into README.md and loadtests/README.md ("Which causes a load shows")
+	$(PY) -m loadtests.readme
+
 .PHONY: load-distributed
 load-distributed: venv ## The same load from a locust master and two workers on 127.0.0.1 CAUSE=... [DB=...] [USERS=50] [DURATION=20]
 	@test -n "$(CAUSE)" || { echo "CAUSE is required, e.g. make load-distributed CAUSE=uncommitted"; exit 2; }
