@@ -6,9 +6,10 @@ added since the start carries the same creation time, the moment the app was imp
 moment it was added.
 Why: two values computed once in the process, not per request or per row. The page's choices
 are read from the database while create_app() builds the app and kept in a variable every
-later request serves. And `datetime.now(timezone.utc)` written as the column's default is
-called once, when this module is imported: SQLAlchemy gets a value, not a function, and a
-value is the default of every row (`Column(default=...)` calls only a callable per row). The
+later request serves. And `datetime.now(timezone.utc)` written as the column's default
+(COLUMN_DEFAULTS: the models are shared, so the app states it and lab/models.py applies it by
+SQLAlchemy's own rule) is called once, when this module is imported: the default is a value,
+not a function, and a value is every row's default (only a callable is called per row). The
 staleness is in neither the ORM nor the database but in the process: nothing is re-read.
 (Served here without --preload: create_app runs in each worker, after the fork; with --preload
 the read at creation would also hand the workers a pooled connection: pool_across_fork.)
