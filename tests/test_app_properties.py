@@ -1,9 +1,8 @@
 """Property-based tests (hypothesis) of what the fixed app does with any input, on each backend.
 
 Query strings of both list pages, JSON bodies of both API edits and of a new contact, and the
-page's form posts are
-drawn from unicode, very long, negative, huge, malformed, SQL-looking, wrongly typed and
-duplicated values. Whatever arrives:
+page's form posts are drawn from unicode, very long, negative, huge, malformed, SQL-looking,
+wrongly typed and duplicated values. Whatever arrives:
 - never a 5xx;
 - a refusal is a documented 4xx (400 bad input, 404 no such row, 409 stale version) that names
   the field it refuses: JSON `{"error", "field"}` on the API, the field on the HTML error page;
