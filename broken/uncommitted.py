@@ -20,7 +20,7 @@ from werkzeug.wrappers import Response
 
 from lab import labmode, queries, web
 from lab.engine import configure_engine, database_url, engine_options
-from lab.models import Base
+from lab.models import COLUMN_DEFAULTS_OPTION, Base, utc_now
 
 T = TypeVar("T")
 
@@ -35,7 +35,9 @@ T = TypeVar("T")
 # Run: `flask --app fixed.app init-db`, `flask --app fixed.app seed`, then
 # `gunicorn 'fixed.app:create_app()'`; the job: `flask --app fixed.app worker < ids`.
 
-db = SQLAlchemy(model_class=Base)
+# FIX: a callable: SQLAlchemy calls it for every new row, so each contact gets its own time.
+COLUMN_DEFAULTS = {"contacts.created_at": utc_now}
+db = SQLAlchemy(model_class=Base, engine_options={"execution_options": {COLUMN_DEFAULTS_OPTION: COLUMN_DEFAULTS}})
 
 
 def current_session() -> Session:
@@ -99,6 +101,18 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     def form_edit_contact(tx_id: int) -> Response:
         contact, version = web.contact_value(request.form.get("contact_id")), web.seen_version(request.form.get("version"))
         write(lambda s: queries.update_contact(s, tx_id, contact, version))
+        return redirect(web.back_to_list(request.form), code=303)
+
+    @app.post("/api/contacts")
+    def api_add_contact() -> tuple[dict[str, Any], int]:
+        body = web.json_body("name")
+        name, address = web.contact_name(body.get("name")), web.contact_address(body.get("address"))
+        return write(lambda s: web.contact_dict(queries.add_contact(s, name, address))), 201
+
+    @app.post("/contacts")
+    def form_add_contact() -> Response:
+        name, address = web.contact_name(request.form.get("name")), web.contact_address(request.form.get("address"))
+        write(lambda s: queries.add_contact(s, name, address))
         return redirect(web.back_to_list(request.form), code=303)
 
     @app.cli.command("worker")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Context, Decimal
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from sqlalchemy import (
     DDL,
@@ -36,6 +36,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship,
 
 TRANSACTION_TYPES = ("in", "out", "swap", "fee")
 LABEL_MAX_LENGTH = 200
+CONTACT_TEXT_MAX_LENGTH = 100  # a contact's name and address
 # The largest id, version or contact id there can be: INTEGER is 32-bit on PostgreSQL and
 # MariaDB. Input beyond it is refused before it reaches SQL (PostgreSQL would fail with
 # "integer out of range", SQLite's driver with OverflowError beyond 64 bits).
@@ -123,12 +124,41 @@ class Wallet(Base):
     name: Mapped[str] = mapped_column(String(100))
 
 
+def utc_now() -> dt.datetime:
+    """The current time, aware UTC with microseconds."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+# Column defaults that the app module gives, by "table.column": each app passes its mapping
+# to its engine as this execution option (fixed/app.py `COLUMN_DEFAULTS`). The models are
+# shared by every variant, and a default is exactly what one broken variant gets wrong: the
+# app states it, in its own code, in the shape a model would (`default=...`), and
+# `app_default` applies it by SQLAlchemy's own rule for `Column(default=...)`.
+COLUMN_DEFAULTS_OPTION = "lab_column_defaults"
+
+
+def app_default(key: str) -> Callable[[Any], Any]:
+    """A Python-side column default (SQLAlchemy calls it once per inserted row that does not
+    name the column) that returns the app's default for `key`, by `Column(default=...)`'s rule:
+    a callable is called for every row, anything else is that one value for every row. Without
+    an app default (a script's own engine) the current time."""
+
+    def default(context: Any) -> Any:
+        given = context.execution_options.get(COLUMN_DEFAULTS_OPTION, {}).get(key, utc_now)
+        return given() if callable(given) else given
+
+    default.__name__ = f"app_default_{key.replace('.', '_')}"
+    return default
+
+
 class Contact(Base):
     __tablename__ = "contacts"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(100), unique=True)
-    address: Mapped[Optional[str]] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(CONTACT_TEXT_MAX_LENGTH), unique=True)
+    address: Mapped[Optional[str]] = mapped_column(String(CONTACT_TEXT_MAX_LENGTH))
+    # When the contact was added (UTC, microseconds); the app gives its default (above).
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=app_default("contacts.created_at"))
 
 
 class Transaction(Base):

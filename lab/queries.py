@@ -35,6 +35,10 @@ class UnknownContact(ValueError):
     """The edit names a contact that does not exist."""
 
 
+class ContactExists(ValueError):
+    """A new contact's name is taken (names are unique)."""
+
+
 class VersionConflict(Exception):
     """The row changed since the client read it: the edit is refused and changes nothing."""
 
@@ -321,6 +325,18 @@ def update_contact(session: Session, tx_id: int, contact_id: int | None, seen_ve
         return _conditional_update(session, tx_id, seen_version, contact_id=contact_id)
     except IntegrityError as error:
         raise UnknownContact(f"no contact with id {contact_id}") from error
+
+
+def add_contact(session: Session, name: str, address: str | None) -> Contact:
+    """Insert a contact; its `created_at` is the column default's (the app's, lab/models.py).
+    Flushed here, so the id and the default are known before the caller commits."""
+    contact = Contact(name=name, address=address)
+    session.add(contact)
+    try:
+        session.flush()
+    except IntegrityError as error:  # the unique name; the caller's rollback undoes the rest
+        raise ContactExists(f"a contact named {name!r} exists already") from error
+    return contact
 
 
 def list_contacts(session: Session) -> Sequence[Row[tuple[int, str]]]:

@@ -1,7 +1,7 @@
 """Deterministic seed data: the same seed and size always give the same rows.
 
 Distribution (stated so benchmarks and tests can rely on it):
-- 12 wallets on 5 chains, 40 contacts (half with an address);
+- 12 wallets on 5 chains, 40 contacts (half with an address, added a day apart from the start);
 - events spread over the two years before 2026-01-01 UTC, microsecond timestamps;
 - events: 45% incoming, 35% outgoing (+ a fee leg), 20% swaps (an outgoing and an incoming
   swap leg + a fee leg); the legs of one event share its hash and its timestamp, so equal
@@ -29,6 +29,7 @@ DEFAULT_SEED = 42
 BATCH_SIZE = 5_000
 END = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 SPAN_MICROSECONDS = 2 * 365 * 24 * 3600 * 10**6
+CONTACTS_ADDED = END - dt.timedelta(microseconds=SPAN_MICROSECONDS)  # contact n was added n - 1 days later
 
 CHAINS = {"ethereum": "ETH", "bitcoin": "BTC", "solana": "SOL", "polygon": "POL", "arbitrum": "ETH"}
 TOKENS = {
@@ -75,7 +76,8 @@ def reference_data(seed: int = DEFAULT_SEED) -> SeedData:
         for n in range(1, 13)
     ]
     contacts = [
-        {"id": n, "name": f"Contact {n:02d}", "address": _address(rng, "ethereum") if n % 2 else None}
+        {"id": n, "name": f"Contact {n:02d}", "address": _address(rng, "ethereum") if n % 2 else None,
+         "created_at": CONTACTS_ADDED + dt.timedelta(days=n - 1)}
         for n in range(1, 41)
     ]
     return SeedData(wallets, contacts)

@@ -22,7 +22,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
 from lab import queries, seed
-from lab.models import LABEL_MAX_LENGTH, MAX_INTEGER, TRANSACTION_TYPES, Transaction
+from lab.models import CONTACT_TEXT_MAX_LENGTH, LABEL_MAX_LENGTH, MAX_INTEGER, TRANSACTION_TYPES, Contact, Transaction
 
 TEMPLATE_FOLDER = str(Path(__file__).parent / "templates")
 FILTER_FIELDS = ("wallet", "type", "asset", "label", "label_contains", "unlabelled", "contact", "from", "to", "limit")
@@ -215,6 +215,32 @@ def contact_value(value: Any) -> int | None:
     return value
 
 
+def contact_name(value: Any) -> str:
+    """A new contact's name: required, 1 to CONTACT_TEXT_MAX_LENGTH characters once stripped."""
+    if not isinstance(value, str):
+        raise BadInput("name", "required: a string")
+    _check_text("name", value)
+    value = value.strip()
+    if not value:
+        raise BadInput("name", "required: must not be empty")
+    if len(value) > CONTACT_TEXT_MAX_LENGTH:
+        raise BadInput("name", f"at most {CONTACT_TEXT_MAX_LENGTH} characters, got {len(value)}")
+    return value
+
+
+def contact_address(value: Any) -> str | None:
+    """A new contact's optional address (null or empty: none)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadInput("address", "must be a string or null")
+    _check_text("address", value)
+    value = value.strip()
+    if len(value) > CONTACT_TEXT_MAX_LENGTH:
+        raise BadInput("address", f"at most {CONTACT_TEXT_MAX_LENGTH} characters, got {len(value)}")
+    return value or None
+
+
 # ---- output ----------------------------------------------------------------------------
 
 def row_dict(row: Transaction) -> dict[str, Any]:
@@ -222,6 +248,12 @@ def row_dict(row: Transaction) -> dict[str, Any]:
     wallet, contact = row.wallet, row.contact
     return _transaction_dict(row, wallet.address, wallet.chain, wallet.name,
                              (contact.id, contact.name) if contact else None)
+
+
+def contact_dict(contact: Contact) -> dict[str, Any]:
+    """A plain copy of a contact, with its creation time (UTC, microseconds)."""
+    return {"id": contact.id, "name": contact.name, "address": contact.address,
+            "created_at": contact.created_at.isoformat().replace("+00:00", "Z")}
 
 
 def list_row_dict(row: queries.ListRow) -> dict[str, Any]:
@@ -327,6 +359,10 @@ def install(app: Flask, engine: Callable[[], Engine]) -> None:
     @app.errorhandler(queries.UnknownContact)
     def _unknown_contact(error: queries.UnknownContact) -> tuple[Response | str, int]:
         return _error(400, str(error), "contact_id")
+
+    @app.errorhandler(queries.ContactExists)
+    def _contact_exists(error: queries.ContactExists) -> tuple[Response | str, int]:
+        return _error(409, str(error), "name")
 
     @app.errorhandler(queries.NotFound)
     def _not_found(error: queries.NotFound) -> tuple[Response | str, int]:

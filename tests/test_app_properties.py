@@ -1,8 +1,8 @@
 """Property-based tests (hypothesis) of what the fixed app does with any input, on each backend.
 
-Query strings of both list pages, JSON bodies of both API edits and the page's form posts are
-drawn from unicode, very long, negative, huge, malformed, SQL-looking, wrongly typed and
-duplicated values. Whatever arrives:
+Query strings of both list pages, JSON bodies of both API edits and of a new contact, and the
+page's form posts are drawn from unicode, very long, negative, huge, malformed, SQL-looking,
+wrongly typed and duplicated values. Whatever arrives:
 - never a 5xx;
 - a refusal is a documented 4xx (400 bad input, 404 no such row, 409 stale version) that names
   the field it refuses: JSON `{"error", "field"}` on the API, the field on the HTML error page;
@@ -178,3 +178,37 @@ def test_any_form_post(client: FlaskClient, engine: Engine, field: str, data: st
     named = {name for name, _value in pairs} | {field, "version", "id"}
     assert _page_field(response.get_data(as_text=True)) in named, pairs
     assert after == before, pairs
+
+
+def _contact_rows(engine: Engine) -> list[tuple[Any, ...]]:
+    from sqlalchemy import text
+
+    with engine.connect() as connection:
+        return [tuple(r) for r in connection.execute(text("SELECT id, name, address FROM contacts ORDER BY id"))]
+
+
+@PROPERTY
+@given(data=st.data())
+def test_any_new_contact_body(client: FlaskClient, engine: Engine, data: st.DataObject) -> None:
+    """POST /api/contacts: a 201 adds exactly one contact (its name and address trimmed); a
+    refusal (400, or 409 for a taken name) names the field and adds nothing."""
+    name = st.one_of(st.none(), st.text(st.characters(codec="utf-8"), max_size=30), text_value, json_value)
+    documented = st.fixed_dictionaries({"name": name}, optional={"address": name, "extra": json_value}).map(json.dumps)
+    body = data.draw(st.one_of(documented.map(str.encode), documented.map(str.encode),
+                               json_value.map(json.dumps).map(str.encode), st.binary(max_size=40),
+                               st.sampled_from([b"", b"{", b'{"name": "a", "name": "b"}'])))
+    content_type = data.draw(st.sampled_from(["application/json"] * 4 + ["text/plain"]))
+    before = _contact_rows(engine)
+    response = client.post("/api/contacts", data=body, headers={"Content-Type": content_type})
+    event(f"status {response.status_code}")
+    assert response.status_code < 500, (body, response.get_data(as_text=True)[:300])
+    after = _contact_rows(engine)
+    if response.status_code == 201:
+        sent = json.loads(body)
+        added = response.get_json()
+        assert after == before + [(added["id"], sent["name"].strip(), (sent.get("address") or "").strip() or None)]
+        return
+    refused = _refusal_field(response.status_code, response.get_json())
+    event(f"refused: {refused}")
+    assert refused in {"body", "name", "address"}, (body, response.get_json())
+    assert after == before, (body, response.get_json())

@@ -403,3 +403,51 @@ def test_no_strong_references_to_sessions_or_objects(tmp_path: Path, install: In
     gc.collect()
     assert [r for r in refs if r() is not None] == []
     assert doctor.findings == []
+
+
+# ---- import_time: values computed once, at import or while the app is created ----------------
+
+@pytest.mark.parametrize("buggy", [True, False])
+def test_values_computed_at_creation(tmp_path: Path, install: Install, buggy: bool) -> None:
+    from .doctor_apps import frozen_at_creation
+
+    doctors: list[StaleDoctor] = []
+    app = frozen_at_creation.create_app(str(tmp_path / f"blog-{buggy}.db"), buggy=buggy,
+                                        install=lambda app, db: doctors.append(install(app, db)))
+    doctor = doctors[0]
+    client = app.test_client()
+    assert client.get("/choices").get_json() == ["news", "howto"]
+    assert client.post("/categories", data={"name": "tips"}).status_code == 201
+    offered = client.get("/choices").get_json()
+    first = client.post("/posts", data={"title": "one"}).get_json()
+    second = client.post("/posts", data={"title": "two"}).get_json()
+    if buggy:
+        assert "tips" not in offered and first["created_at"] == second["created_at"]  # the bug itself
+        assert set(causes(doctor)) == {"import_time"}, [f.proof for f in doctor.findings]
+        read = next(f for f in doctor.findings if f.subject == "creation-read@categories")
+        assert "created" in read.proof and "INSERT on categories" in read.proof
+        assert "in create_app" in read.evidence["read_at_creation"]["location"]
+        assert_request(read, "POST", "/categories", "add_category")
+        constant = next(f for f in doctor.findings if f.subject == "constant-default@posts.created_at")
+        assert "not a callable" in constant.proof and constant.models == ("BuggyPost",)
+    else:
+        assert "tips" in offered and first["created_at"] != second["created_at"]
+        assert doctor.findings == []
+
+
+def test_a_default_that_returns_one_time_for_every_row_is_seen_by_its_value(tmp_path: Path, install: Install) -> None:
+    """A function default that returns a time computed once, at import: no constant in the mapper
+    to see, so the doctor judges the value it gave (older than the app); the clean twin above
+    (`default=utc_now`) gives every row its own time and is not reported."""
+    from .doctor_apps import frozen_at_creation
+
+    doctors: list[StaleDoctor] = []
+    app = frozen_at_creation.create_app(str(tmp_path / "wrapped.db"), buggy=False, wrapped=True,
+                                        install=lambda app, db: doctors.append(install(app, db)))
+    client = app.test_client()
+    first = client.post("/posts", data={"title": "one"}).get_json()
+    second = client.post("/posts", data={"title": "two"}).get_json()
+    assert first["created_at"] == second["created_at"]
+    finding = only(doctors[0], "import_time")
+    assert "older than the app itself" in finding.proof and finding.evidence["column"] == "posts.created_at"
+    assert set(causes(doctors[0])) == {"import_time"}

@@ -59,4 +59,8 @@ CAUSES: dict[str, CauseInfo] = {c.name: c for c in (
     CauseInfo("lost_update", "an UPDATE overwrites a row without checking what the user saw",
               "optimistic locking: UPDATE ... WHERE id = ? AND version = <seen version> (or the mapper's "
               "version_id_col); 0 rows means someone else changed it: answer 409"),
+    CauseInfo("import_time", "a value computed once, at import or app creation, is served for ever",
+              "read what a page shows inside the request that shows it (no queries at import or in create_app); "
+              "give column defaults as callables (`default=utc_now`, not `default=datetime.now(...)`) or "
+              "`server_default=func.now()`"),
 )}

@@ -12,6 +12,7 @@ keeps the scopes (which request or job is running) and the emit path.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 import os
@@ -25,7 +26,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.pool import Pool
 
-from . import objects, responses, sessions, transactions
+from . import creation, objects, responses, sessions, transactions
 from .config import Settings
 from .evidence import user_frame
 from .findings import Finding, Sink
@@ -42,6 +43,7 @@ class AppState:
         self.settings = settings
         self.db = db
         self.registries = sessions.Registries(settings.app_packages, db)
+        self.created = dt.datetime.now(dt.timezone.utc)  # a default's time older than this predates the app
 
 
 class Monitor:
@@ -68,9 +70,14 @@ class Monitor:
         self.global_cache_seen = False
         self.last_full_gc = 0.0
         self.holder_searches = 0
+        self.serving_apps: set[int] = set()  # id() of the apps that began a request in this process
+        self.creation_reads: dict[str, dict[str, Any]] = {}  # table -> where and when the app read it at creation
+        self.default_values: dict[str, tuple[Any, Any]] = {}  # "table.column" -> (last default value, row identity)
 
     def _after_fork(self) -> None:
+        inherited = self.creation_reads  # a preloaded app's reads at creation are frozen in every child too
         self.reset_process_state()
+        self.creation_reads = inherited
         self.sink.reset_after_fork()
         self._lock = threading.Lock()
 
@@ -114,6 +121,9 @@ class Monitor:
         self._listen(Session, "after_flush", lambda session, ctx: s.on_after_flush(self, session))
         self._listen(Session, "after_commit", lambda session: s.on_after_commit(self, session))
         self._listen(Session, "after_rollback", lambda session: s.on_after_rollback(self, session))
+        self._listen(Session, "do_orm_execute", lambda state: creation.on_orm_execute(self, state))
+        self._listen(Session, "before_flush", lambda session, ctx, instances: creation.on_before_flush(self, session))
+        self._listen(Session, "after_flush", lambda session, ctx: creation.on_after_flush(self, session))
         self._listen(Session, "after_transaction_end", lambda session, trans: s.on_transaction_end(self, session, trans))
         on_load = o.load_listener(self)  # once per loaded row: it guards itself
         for name in ("load", "refresh"):
@@ -249,6 +259,7 @@ class Monitor:
         state = self.state_for(app)
         if state is None:
             return
+        creation.note_request(self, app)
         objects.sweep_survivors(self, scope)
         transactions.sweep_ages(self, scope)
         sessions.check_leftovers(self, state, scope)
