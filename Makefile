@@ -164,6 +164,6 @@ jupyter: venv ## JupyterLab from the lock on 127.0.0.1, the lab's kernel (LAB_TE
 REPORT_DB = $(if $(filter file,$(origin DB)),auto,$(DB))
 
 .PHONY: report
-report: venv ## Write reports/report.html (self-contained) and reports/report.md from the latest results, running what is missing [DB=auto|sqlite|postgresql|mariadb|all]
+report: venv ## Write reports/report.html (self-contained), reports/report.md and reports/long-operations.ru.md from the latest results, running what is missing [DB=auto|sqlite|postgresql|mariadb|all]
 	$(PY) -m lab.report --run-missing --db $(REPORT_DB)
 # ---- end of report ----

@@ -667,7 +667,27 @@ def main(argv: list[str] | None = None) -> int:
     html_path, md_path = make_report(args.results, args.out, notes)
     print(f"wrote {shown_path(html_path)} "
           f"and {md_path.name} (images in {md_path.stem}-images/)")
+    russian = write_long_operations_ru(args.out, args.db if args.run_missing else None)
+    print(f"wrote {shown_path(russian)}" if russian else
+          "no long-operations measurement stored: reports/long-operations.ru.md not written "
+          "(`make report` measures it, or `python -m lab.long_operations_ru`)")
     return 0
+
+
+def write_long_operations_ru(out_dir: Path, measure_on: str | None) -> Path | None:
+    """reports/long-operations.ru.md from the latest stored long_operations measurements; with
+    `measure_on` (make report's --db), measured first on those backends when none is stored."""
+    from lab import long_operations_ru
+
+    found = long_operations_ru.latest()
+    if found is None and measure_on is not None:
+        measured = long_operations_ru.measure(answering_backends(measure_on)[0])
+        long_operations_ru.store(measured)
+        found = long_operations_ru.latest()
+    if found is None:
+        return None
+    measurements, when = found
+    return long_operations_ru.write(measurements, out_dir / "long-operations.ru.md", when)
 
 
 if __name__ == "__main__":
