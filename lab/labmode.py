@@ -142,6 +142,11 @@ def _logger(event_name: str) -> Callable[[Any], None]:
             "event": event_name,
             "conn": connection.connection.info.get("server_conn_id", "?"),
         }
+        # An isolation level the transaction asked for itself (its connection's execution
+        # option): known without a round trip; the server's default is not named.
+        isolation = connection.get_execution_options().get("isolation_level")
+        if isolation and event_name == "BEGIN":
+            record["isolation"] = isolation
         # One short line per write with O_APPEND: lines from several workers do not interleave.
         with open(path, "a", encoding="utf-8") as log:
             log.write(json.dumps(record) + "\n")

@@ -187,7 +187,13 @@ def row_lock_waiters(engine: Engine) -> list[str]:
     else:
         return []
     with engine.connect() as connection:
-        return [f"{conn_id}: {' '.join(str(query).split())[-60:]}" for conn_id, query in connection.exec_driver_sql(sql)]
+        rows = connection.exec_driver_sql(sql).all()
+    return [f"{conn_id}: ...{_from_clause(str(query))}" for conn_id, query in rows]
+
+
+def _from_clause(statement: str) -> str:
+    statement = " ".join(statement.split())
+    return statement[statement.find(" FROM "):] if " FROM " in statement else statement[-60:]
 
 
 def wait_for_row_lock_waiter(engine: Engine, limit_seconds: float) -> list[str]:
