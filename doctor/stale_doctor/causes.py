@@ -59,4 +59,8 @@ CAUSES: dict[str, CauseInfo] = {c.name: c for c in (
     CauseInfo("lost_update", "an UPDATE overwrites a row without checking what the user saw",
               "optimistic locking: UPDATE ... WHERE id = ? AND version = <seen version> (or the mapper's "
               "version_id_col); 0 rows means someone else changed it: answer 409"),
+    CauseInfo("identity_map", "a locking read returned an object loaded before the lock, and the request wrote from it",
+              "populate_existing on the locking read (select(...).with_for_update().execution_options("
+              "populate_existing=True)), or session.expire(obj) before it, so the row the lock returned "
+              "overwrites the object"),
 )}
