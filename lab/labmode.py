@@ -8,7 +8,10 @@ never be the difference between them. It adds:
   `X-Lab-Actor` request header) and server connection id, appended to `LAB_TXLOG`;
 - `/_lab/hold/<key>`: occupies its worker thread until the scenario creates the file
   `<LAB_CONTROL_DIR>/release-<key>`, so the next request must go to another thread;
-- `/_lab/ping`: a trivial endpoint that touches nothing.
+- `/_lab/ping`: a trivial endpoint that touches nothing;
+- with `LAB_SQL_LOG=<path>`, SQLAlchemy's own engine log at DEBUG (each statement and each row
+  it returned, as the driver gave them) appended to that file, one line per record: what the
+  database answered, to compare with what the ORM objects say.
 None of it opens a transaction of its own or keeps an ORM object.
 
 `LAB_EXTENSIONS` (independent of LAB_MODE) names extensions to install the same way in every
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import threading
 import time
@@ -44,6 +48,8 @@ def install(app: Flask, session: Callable[[], Session], engine: Callable[[], Eng
         return
     with app.app_context():
         watch_engine(engine())
+    if os.environ.get("LAB_SQL_LOG"):
+        log_sql_to(os.environ["LAB_SQL_LOG"])
 
     @app.before_request
     def _remember_actor() -> None:
@@ -74,6 +80,17 @@ def install(app: Flask, session: Callable[[], Session], engine: Callable[[], Eng
     @app.get("/_lab/ping")
     def _ping() -> dict[str, Any]:
         return {"pid": os.getpid()}
+
+
+def log_sql_to(path: str) -> None:
+    """SQLAlchemy's engine logger at DEBUG into `path`: statements, parameters and result rows
+    (checked per connection and per result, so engines made before this call log too)."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(process)d/%(thread)d %(message)s"))
+    logger = logging.getLogger("sqlalchemy.engine.Engine")
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    logger.propagate = False  # to the file only, not to whatever the server logs
 
 
 def install_extensions(app: Flask, session: Callable[[], Session]) -> None:

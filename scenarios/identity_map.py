@@ -11,15 +11,19 @@ attributes its first read loaded: it appends the note to the old label and write
 again, so bob's acknowledged label is LOST. The fixed app overwrites the object from the
 locked row and writes version 3, bob's label with the note.
 
-Staleness: in the ORM (the identity map). The database is fresh: the locking read runs after
-bob's commit at READ COMMITTED (shown in the transaction log), the level at which even a plain
-SELECT sees the latest commit; what is old is the Python object the session already held.
+Staleness: in the ORM (the identity map). The database is fresh: the app's SQL log (lab mode's
+LAB_SQL_LOG, SQLAlchemy's own engine logger at DEBUG) shows the locking read returning bob's
+row, at READ COMMITTED (the transaction log names the level), where even a plain SELECT sees
+the latest commit; what is old is the Python object the session already held.
 SQLite cells are N/A (scenarios/expected_matrix.json says why).
 """
 
 from __future__ import annotations
 
+import ast
+import re
 import threading
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
@@ -38,8 +42,26 @@ NOTE = "audited"
 LOCK_WAIT_LIMIT_SECONDS = 2.0  # under the servers' 3 s lock timeout (lab/engine.py)
 
 
+def locking_read_in_sql_log(path: Path) -> dict[str, Any]:
+    """What the database answered to the request's SELECT ... FOR UPDATE, from SQLAlchemy's own
+    engine log (lab mode's LAB_SQL_LOG): the columns and the row, as the driver returned them."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    starts = [i for i, line in enumerate(lines) if line.rstrip().endswith("FOR UPDATE")]
+    if not starts:
+        return {"found": False}
+    after = lines[starts[-1] + 1:]
+    columns = next((line.split(" Col ", 1)[1] for line in after if " Col " in line), "()")
+    row = next((line.split(" Row ", 1)[1] for line in after if " Row " in line), "")
+    names = ast.literal_eval(columns)  # a tuple of column names: plain strings
+    last_int = re.search(r"(\d+)\)$", row)
+    version = int(last_int.group(1)) if last_int and names and names[-1] == "version" else None
+    return {"found": bool(row), "columns": list(names), "row": row[-160:], "version": version,
+            "has_bob_label": repr(BOB_LABEL) in row}
+
+
 def run(s: Scenario) -> dict[str, Any]:
-    server = s.serve(workers=1)
+    sql_log = s.workdir / "sql.log"
+    server = s.serve(workers=1, env={"LAB_SQL_LOG": str(sql_log)})
     alice = s.actor("alice", server)
     alice_saw = read_newest(s, alice, "the row as seeded, version 1")
     if alice_saw["status"] != 200:
@@ -81,6 +103,11 @@ def run(s: Scenario) -> dict[str, Any]:
         observed = "no answer within 20 s"
     s.step("alice", f"POST /api/transactions/{tx_id}/note {NOTE!r} (sent before bob's commit, answered after it)",
            f"200 with version 3, label {BOB_LABEL + '; ' + NOTE!r}", observed, note)
+    locking = observations["locking_read"] = locking_read_in_sql_log(sql_log)
+    s.step("observer", "the app's SQL log (SQLAlchemy's engine logger): the row alice's SELECT ... FOR UPDATE returned",
+           f"bob's committed row: version 2, label {BOB_LABEL!r}",
+           f"version {locking.get('version')}, {'with' if locking.get('has_bob_label') else 'without'} bob's label: "
+           f"...{locking.get('row', '')[-90:]}" if locking["found"] else "no locking read in the log")
     begins = [e for e in transaction_events(s, "alice") if e["event"] == "BEGIN"]
     observations["alice_isolation"] = begins[-1].get("isolation", "the server's default") if begins else None
     observations["ack"] = ack
@@ -100,18 +127,21 @@ def judge(observations: dict[str, Any]) -> Judgement:
                                        f"(waiting: {waiters or 'none'}), so bob's commit may not have come in between")
     if ack["status"] != 200:
         return Judgement(CRASH, f"alice's note failed with HTTP {ack['status']} after waiting for bob's lock")
+    locking = observations["locking_read"]
+    if not locking["found"] or not locking["has_bob_label"] or locking["version"] != 2:
+        return Judgement(INCONCLUSIVE, f"the SQL log does not show alice's locking read returning bob's row "
+                                       f"(version 2, {BOB_LABEL!r}): {locking}")
     isolation = observations["alice_isolation"]
-    where = (f"alice's transaction ({isolation}) read the row, waited for bob's lock in SELECT ... FOR UPDATE "
-             f"and got it after bob committed version 2")
+    where = (f"alice's transaction ({isolation}) read the row at version 1, waited for bob's lock in SELECT ... "
+             f"FOR UPDATE, and the SQL log shows that read returning bob's committed row (version 2, {BOB_LABEL!r})")
     if BOB_LABEL not in (database["label"] or "") and database["version"] == ack["version"] == 2:
-        return Judgement(LOST, f"{where}, yet wrote from the object its first read had loaded: her note was merged into "
-                               f"{alice_saw['label']!r} and acknowledged as version {ack['version']}, bob's version; "
-                               f"the database has {database['label']!r}, bob's label is gone. At READ COMMITTED "
-                               f"that locking read returns bob's row: what was old is the object the session "
-                               f"already held", staleness=IN_ORM)
+        return Judgement(LOST, f"{where}; yet the session kept the object its first read had loaded: the note was "
+                               f"merged into {alice_saw['label']!r} and acknowledged as version {ack['version']}, "
+                               f"bob's version, and the database has {database['label']!r}: bob's label is gone. "
+                               f"The database answered fresh, the identity map's object was old", staleness=IN_ORM)
     if ack["version"] == database["version"] == 3 and database["label"] == f"{BOB_LABEL}; {NOTE}":
-        return Judgement(FRESH, f"{where}; the note was merged into bob's label and written as version 3: "
-                                f"{database['label']!r}")
+        return Judgement(FRESH, f"{where}; the object took that row, and the note was merged into bob's label and "
+                                f"written as version 3: {database['label']!r}")
     return Judgement(INCONCLUSIVE, f"unexpected outcome: alice got version {ack.get('version')} label "
                                    f"{ack.get('label')!r}, the database has version {database['version']} "
                                    f"label {database['label']!r}")
