@@ -84,6 +84,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         contact, version = web.contact_value(body.get("contact_id")), web.seen_version(body.get("version"))
         return write(lambda s: web.row_dict(queries.update_contact(s, tx_id, contact, version)))
 
+    @app.post("/api/transactions/<int:tx_id>/note")
+    def api_append_note(tx_id: int) -> dict[str, Any]:
+        # A merge under a row lock: no version to send (queries.append_note says why).
+        note = web.note_value(web.json_body("note").get("note"))
+        return write(lambda s: web.row_dict(queries.append_note(s, tx_id, note)))
+
     @app.post("/transactions/<int:tx_id>/label")
     def form_edit_label(tx_id: int) -> Response:
         label, version = web.label_value(request.form.get("label")), web.seen_version(request.form.get("version"))

@@ -84,6 +84,25 @@ def engine_options(url: str | URL) -> dict[str, Any]:
     return options
 
 
+# A write that reads its row first and then locks it (queries.append_note) begins its
+# transaction with these options (Session.connection(execution_options=...), before BEGIN).
+# On the servers, READ COMMITTED (MariaDB's default is REPEATABLE READ): each statement sees the
+# latest commit, and the row lock orders the writers; under REPEATABLE READ PostgreSQL would
+# refuse the lock of a row changed since the snapshot (40001) and InnoDB would answer the
+# transaction's plain reads from its first snapshot while its locking reads see the latest row.
+# SQLite has no row locks: BEGIN IMMEDIATE takes the database's write lock at the start
+# (waiting for another writer up to the busy timeout), so the transaction's first read already
+# sees every commit before it; a deferred one that read before another writer committed could
+# not write at all ("database is locked" at once, in WAL).
+BEGIN_IMMEDIATE = "lab_sqlite_begin_immediate"
+
+
+def locking_write_options(dialect_name: str) -> dict[str, Any]:
+    if dialect_name == "sqlite":
+        return {BEGIN_IMMEDIATE: True}
+    return {"isolation_level": "READ COMMITTED"}
+
+
 def configure_engine(engine: Engine) -> Engine:
     """Give SQLite real transactions; other backends need nothing here.
 
@@ -113,7 +132,9 @@ def configure_engine(engine: Engine) -> Engine:
     def _on_begin(connection: Any) -> None:
         # Deferred BEGIN: the edit's first statement is its conditional UPDATE, so a writer
         # waits for the write lock (busy timeout) instead of failing on an old read snapshot.
-        connection.exec_driver_sql("BEGIN")
+        # A read-then-lock write asks for BEGIN IMMEDIATE (locking_write_options).
+        immediate = connection.get_execution_options().get(BEGIN_IMMEDIATE)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
 

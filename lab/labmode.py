@@ -11,7 +11,10 @@ never be the difference between them. It adds:
 - `/_lab/take-pool?seconds=S`: sessions held elsewhere in this worker (a thread of its own)
   check out every connection the app's pool can give, for S seconds, so the worker's requests
   wait for the pool (the fault run's `pool_exhausted`); answers once they are all taken;
-- `/_lab/ping`: a trivial endpoint that touches nothing.
+- `/_lab/ping`: a trivial endpoint that touches nothing;
+- with `LAB_SQL_LOG=<path>`, SQLAlchemy's own engine log at DEBUG (each statement and each row
+  it returned, as the driver gave them) appended to that file, one line per record: what the
+  database answered, to compare with what the ORM objects say.
 None of it opens a transaction of its own or keeps an ORM object.
 
 `LAB_EXTENSIONS` (independent of LAB_MODE) names extensions to install the same way in every
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import threading
 import time
@@ -49,6 +53,8 @@ def install(app: Flask, session: Callable[[], Session], engine: Callable[[], Eng
         return
     with app.app_context():
         watch_engine(engine())
+    if os.environ.get("LAB_SQL_LOG"):
+        log_sql_to(os.environ["LAB_SQL_LOG"])
 
     @app.before_request
     def _remember_actor() -> None:
@@ -118,6 +124,17 @@ def take_pool(engine: Engine, seconds: float) -> dict[str, Any]:
     return {"held": len(sessions), "capacity": capacity, "busy": False}
 
 
+def log_sql_to(path: str) -> None:
+    """SQLAlchemy's engine logger at DEBUG into `path`: statements, parameters and result rows
+    (checked per connection and per result, so engines made before this call log too)."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(process)d/%(thread)d %(message)s"))
+    logger = logging.getLogger("sqlalchemy.engine.Engine")
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    logger.propagate = False  # to the file only, not to whatever the server logs
+
+
 def install_extensions(app: Flask, session: Callable[[], Session]) -> None:
     """Each `module:callable` of LAB_EXTENSIONS (comma-separated), called as callable(app, session)."""
     for spec in filter(None, (item.strip() for item in os.environ.get("LAB_EXTENSIONS", "").split(","))):
@@ -184,6 +201,11 @@ def _logger(event_name: str) -> Callable[[Any], None]:
             "event": event_name,
             "conn": connection.connection.info.get("server_conn_id", "?"),
         }
+        # An isolation level the transaction asked for itself (its connection's execution
+        # option): known without a round trip; the server's default is not named.
+        isolation = connection.get_execution_options().get("isolation_level")
+        if isolation and event_name == "BEGIN":
+            record["isolation"] = isolation
         # One short line per write with O_APPEND: lines from several workers do not interleave.
         with open(path, "a", encoding="utf-8") as log:
             log.write(json.dumps(record) + "\n")

@@ -18,7 +18,8 @@ from sqlalchemy import ColumnElement, Integer, Row, Select, Subquery, bindparam,
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, joinedload
 
-from lab.models import MAX_INTEGER, Contact, Transaction, Wallet
+from lab.engine import locking_write_options
+from lab.models import LABEL_MAX_LENGTH, MAX_INTEGER, Contact, Transaction, Wallet
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -37,6 +38,10 @@ class UnknownContact(ValueError):
 
 class ContactExists(ValueError):
     """A new contact's name is taken (names are unique)."""
+
+
+class NoteDoesNotFit(ValueError):
+    """The label with the note appended would be longer than a label may be."""
 
 
 class VersionConflict(Exception):
@@ -337,6 +342,56 @@ def add_contact(session: Session, name: str, address: str | None) -> Contact:
     except IntegrityError as error:  # the unique name; the caller's rollback undoes the rest
         raise ContactExists(f"a contact named {name!r} exists already") from error
     return contact
+
+
+NOTE_SEPARATOR = "; "
+
+
+def with_note(label: str | None, note: str) -> str | None:
+    """`label` with `note` appended ("rent" + "tax" -> "rent; tax"), or None when the label
+    already has that note (the merge is idempotent)."""
+    notes = label.split(NOTE_SEPARATOR) if label else []
+    if note in notes:
+        return None
+    merged = NOTE_SEPARATOR.join([*notes, note])
+    if len(merged) > LABEL_MAX_LENGTH:
+        raise NoteDoesNotFit(f"the label with this note would be {len(merged)} characters, "
+                             f"at most {LABEL_MAX_LENGTH} fit")
+    return merged
+
+
+def lock_transaction(session: Session, tx_id: int) -> Transaction:
+    """`SELECT ... FOR UPDATE` of one row: waits for any other writer of it, then returns it."""
+    return session.scalars(
+        select(Transaction).where(Transaction.id == tx_id).with_for_update()
+        # FIX: the row is already in the identity map (the caller read it before locking):
+        # without this the session returns that object with the attributes it loaded then,
+        # and ignores the newer row the lock returned.
+        .execution_options(populate_existing=True)
+    ).one()
+
+
+def append_note(session: Session, tx_id: int, note: str) -> Transaction:
+    """Append `note` to the row's label, unless it is there already; returns the row (at a new
+    version when it changed).
+
+    A merge, so it does not take the version the user saw: a note applies to the label as it
+    is when it is written, whoever edited it since, and refusing it (409) would only make the
+    user send it again. It must therefore lose no concurrent edit: the row is read first (404,
+    and an already-noted label answers without any lock or write), then locked, and the new
+    label is computed from what the locking read returned, under the lock.
+    """
+    session.connection(execution_options=locking_write_options(session.get_bind().dialect.name))
+    row = get_transaction(session, tx_id)  # raises NotFound before taking any lock
+    if with_note(row.label, note) is None:
+        return row
+    row = lock_transaction(session, tx_id)
+    merged = with_note(row.label, note)
+    if merged is not None:
+        row.label = merged
+        row.version = row.version + 1
+        session.flush()
+    return get_transaction(session, tx_id)  # with its wallet and contact, as written
 
 
 def list_contacts(session: Session) -> Sequence[Row[tuple[int, str]]]:

@@ -201,6 +201,20 @@ def label_value(value: Any) -> str | None:
     return value or None
 
 
+NOTE_MAX_LENGTH = 40
+
+
+def note_value(value: Any) -> str:
+    """A note to append to a label (queries.append_note): a short text without the separator."""
+    if not isinstance(value, str):
+        raise BadInput("note", "required: a string")
+    _check_text("note", value)
+    value = value.strip()
+    if not value or len(value) > NOTE_MAX_LENGTH or queries.NOTE_SEPARATOR.strip() in value:
+        raise BadInput("note", f"1 to {NOTE_MAX_LENGTH} characters, without {queries.NOTE_SEPARATOR.strip()!r}")
+    return value
+
+
 def contact_value(value: Any) -> int | None:
     if value is None:
         return None
@@ -363,6 +377,10 @@ def install(app: Flask, engine: Callable[[], Engine]) -> None:
     @app.errorhandler(queries.ContactExists)
     def _contact_exists(error: queries.ContactExists) -> tuple[Response | str, int]:
         return _error(409, str(error), "name")
+
+    @app.errorhandler(queries.NoteDoesNotFit)
+    def _note_does_not_fit(error: queries.NoteDoesNotFit) -> tuple[Response | str, int]:
+        return _error(409, str(error), "note")
 
     @app.errorhandler(queries.NotFound)
     def _not_found(error: queries.NotFound) -> tuple[Response | str, int]:

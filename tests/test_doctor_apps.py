@@ -24,7 +24,7 @@ from stale_doctor import ConfigError, StaleDataFound, StaleDoctor
 from stale_doctor.findings import Finding
 from stale_doctor.monitor import MONITOR
 
-from .doctor_apps import forked_pool, fsa_factory, module_session, per_thread_session, thread_scoped
+from .doctor_apps import forked_pool, fsa_factory, locking_counter, module_session, per_thread_session, thread_scoped
 
 Install = Callable[[Flask, Any], StaleDoctor]
 
@@ -149,6 +149,33 @@ def test_fsa_lost_update(tmp_path: Path, install: Install, buggy: bool) -> None:
     with app.app_context():
         assert fsa_factory.db.session.get(fsa_factory.Item, 3).name == "renamed"
 
+
+
+@pytest.mark.parametrize("buggy", [True, False])
+def test_locking_read_of_an_object_already_loaded(db_url: str, backend: str, install: Install, buggy: bool) -> None:
+    """identity_map: load, then SELECT ... FOR UPDATE without populate_existing, then write.
+    On SQLite no FOR UPDATE is sent (no row locks; the cause cannot happen there): no
+    identity_map finding (the doctor reports the unlocked read-modify-write as lost_update)."""
+    app = locking_counter.create_app(db_url, buggy=buggy)
+    locking_counter.setup(app)
+    try:
+        doctor = install(app, locking_counter.db)
+        response = app.test_client().post("/counters/1/increment")
+        assert response.status_code == 200 and response.get_json()["hits"] == 1
+        if buggy and backend != "sqlite":
+            finding = only(doctor, "identity_map")
+            assert finding.models == ("Counter",)
+            assert finding.evidence["changed"] == ["hits"]
+            assert finding.evidence["loaded_values"] == {"hits": 0}
+            assert finding.evidence["loaded_at_statement"] < finding.evidence["locked_at_statement"]
+            assert "populate_existing" in finding.proof
+            assert_request(finding, "POST", "/counters/1/increment", "increment")
+        elif backend == "sqlite":
+            assert "identity_map" not in causes(doctor)
+        else:
+            assert doctor.findings == []
+    finally:
+        locking_counter.teardown(app)
 
 @pytest.mark.parametrize("buggy", [True, False])
 def test_fsa_http_cache_headers(tmp_path: Path, install: Install, buggy: bool) -> None:

@@ -63,4 +63,8 @@ CAUSES: dict[str, CauseInfo] = {c.name: c for c in (
               "read what a page shows inside the request that shows it (no queries at import or in create_app); "
               "give column defaults as callables (`default=utc_now`, not `default=datetime.now(...)`) or "
               "`server_default=func.now()`"),
+    CauseInfo("identity_map", "a locking read returned an object loaded before the lock, and the request wrote from it",
+              "populate_existing on the locking read (select(...).with_for_update().execution_options("
+              "populate_existing=True)), or session.expire(obj) before it, so the row the lock returned "
+              "overwrites the object"),
 )}

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .monitor import Monitor
 
 STAMP_KEY = "stale_doctor"
+LOADED_AT_KEY = "stale_doctor_loaded_at"  # (scope serial, statement number) of the last load or refresh
 FULL_GC_EVERY_SECONDS = 5.0
 MAX_HOLDER_SEARCHES = 5
 
@@ -50,6 +51,7 @@ def load_listener(m: "Monitor") -> Callable[..., None]:
             if scope is None or scope.kind != "request":
                 return
             info = state.info
+            info[LOADED_AT_KEY] = (scope.serial, scope.statements)  # identity_map: when its row was last read
             if info.get(STAMP_KEY) is scope.stamp:
                 return
             info[STAMP_KEY] = scope.stamp

@@ -3,7 +3,7 @@
 Every statement a request runs is counted (so an endpoint that normally reads the database
 and once answers without a single statement was served from a view cache), checked for
 OFFSET beyond the first page, and for a locking read (FOR UPDATE, which protects a later
-read-modify-write from lost_update).
+read-modify-write from lost_update, and after which identity_map checks the objects written).
 """
 
 from __future__ import annotations
@@ -56,10 +56,14 @@ def on_cursor_execute(m: "Monitor", conn: Any, cursor: Any, statement: str, para
         return
     scope.statements += 1
     head = statement.lstrip()[:6].upper()
+    if head == "BEGIN " and statement.split()[1:2] in (["IMMEDIATE"], ["EXCLUSIVE"]):
+        scope.locking_reads = True  # SQLite: the database's write lock for the whole transaction
     if head not in ("SELECT", "WITH"):
         return
     if "FOR UPDATE" in statement or "FOR SHARE" in statement or "LOCK IN SHARE MODE" in statement:
         scope.locking_reads = True
+        if scope.selecting is not None:
+            scope.locked_at[scope.selecting] = scope.statements
     if scope.kind != "request":
         return
     if "OFFSET" not in statement and not (conn.dialect.name in ("mysql", "mariadb") and _MYSQL_LIMIT.search(statement)):

@@ -44,6 +44,10 @@ class Scope:
     session_ids: set[int] = field(default_factory=set)
     loaded: list["weakref.ReferenceType[Any]"] = field(default_factory=list)
     locking_reads: bool = False
+    # identity_map: the main table of the ORM SELECT being run, and per table the statement
+    # number of its latest locking read (FOR UPDATE / FOR SHARE) in this scope.
+    selecting: str | None = None
+    locked_at: dict[str, int] = field(default_factory=dict)
     requests_served: int = 0  # for a placeholder: how many requests reused this app context
     pending_raise: list[Any] = field(default_factory=list)
     _label: str | None = field(default=None, init=False, repr=False)

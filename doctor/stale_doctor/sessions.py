@@ -1,4 +1,4 @@
-"""Sessions: shared_session, the scoped_session family, uncommitted, lost_update.
+"""Sessions: shared_session, the scoped_session family, uncommitted, lost_update, identity_map.
 
 A session is stamped (in `session.info`, never by a strong reference of the doctor's) with a
 token and the last scope that used it. The first use of a session in a new request, when an
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, scoped_session
 from sqlalchemy.util import ScopedRegistry, ThreadLocalRegistry
 
 from .evidence import isolation_note, user_frame
-from .objects import check_lazy_load
+from .objects import LOADED_AT_KEY, check_lazy_load
 from .scopes import Scope
 from .transactions import TX_KEY, TxInfo, check_age
 
@@ -247,6 +247,7 @@ def on_orm_execute(m: "Monitor", orm_state: Any) -> None:
         return
     if orm_state.is_select:
         mapper = orm_state.bind_mapper  # the statement's main entity: cheaper than all_mappers per read
+        scope.selecting = mapper.local_table.name if mapper is not None else None
         if mapper is not None:
             scope.tables_read.add(mapper.local_table.name)
         if orm_state.is_relationship_load:
@@ -280,7 +281,11 @@ def on_after_begin(m: "Monitor", session: Session, conn: Any) -> None:
 def on_before_flush(m: "Monitor", session: Session) -> None:
     scope = m.watched()
     track = session_used(m, session, scope)
-    if track is None or scope is None or scope.kind != "request" or scope.locking_reads:
+    if track is None or scope is None or scope.kind != "request":
+        return
+    if scope.locked_at:
+        check_written_before_lock(m, scope, session)
+    if scope.locking_reads:
         return
     for obj in list(session.dirty):
         state = inspect(obj)
@@ -297,6 +302,40 @@ def on_before_flush(m: "Monitor", session: Session) -> None:
                f"user saw is never checked",
                f"{model}@{scope.endpoint}", scope, models=(model,), table=state.mapper.local_table.name,
                changed=changed, session=track_of(session).token)
+
+
+def check_written_before_lock(m: "Monitor", scope: Scope, session: Session) -> None:
+    """identity_map: an object about to be UPDATEd whose table this request locked (FOR UPDATE)
+    after the object's row was last read into it. A locking read that finds the object already
+    in the identity map returns it as it is, without populate_existing (or an expire first):
+    no load or refresh event fires for it, so its attributes are what the earlier read loaded,
+    not the row the lock returned, and the UPDATE is computed from them."""
+    for obj in list(session.dirty):
+        state = inspect(obj)
+        table = state.mapper.local_table.name
+        locked = scope.locked_at.get(table)
+        loaded = state.info.get(LOADED_AT_KEY)
+        if locked is None or not loaded or loaded[0] != scope.serial or loaded[1] >= locked:
+            continue
+        if not session.is_modified(obj):
+            continue
+        changed = sorted(a.key for a in state.attrs if a.history.has_changes())
+        loaded_values = {a.key: _plain(a.history.deleted[0]) for a in state.attrs
+                         if a.history.has_changes() and a.history.deleted}
+        model = state.mapper.class_.__name__
+        m.emit("identity_map",
+               f"{scope.label()} locked {table} (SELECT ... FOR UPDATE, statement {locked}) after loading {model} "
+               f"{state.identity} (statement {loaded[1]}), and the locking read did not refresh it (no "
+               f"populate_existing, no expire): it now UPDATEs {', '.join(changed)} from the values loaded before the "
+               f"lock ({loaded_values}), over whatever the lock waited for",
+               f"{model}@{scope.endpoint}", scope, models=(model,), table=table, changed=changed,
+               loaded_values=loaded_values, loaded_at_statement=loaded[1], locked_at_statement=locked,
+               session=track_of(session).token,
+               isolation_level=(track_of(session).tx.isolation if track_of(session).tx is not None else None))
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
 
 
 def on_after_flush(m: "Monitor", session: Session) -> None:

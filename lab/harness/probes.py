@@ -170,3 +170,37 @@ def burst(actor: Actor, paths: list[str], parallel: int,
         "error_kinds": errors,
         "workers": sorted({served.split("/")[0] for _, _, served in outcomes if served != "?"}),
     }
+
+
+def row_lock_waiters(engine: Engine) -> list[str]:
+    """The server connections of this database that are waiting for a row lock right now,
+    as "<connection id>: <statement>" (PostgreSQL: pg_stat_activity's wait_event_type 'Lock';
+    MariaDB: a statement ending in FOR UPDATE still running: it can only be waiting for a lock
+    held by another transaction). SQLite has no row locks, and no view of other connections."""
+    if engine.dialect.name == "postgresql":
+        sql = ("SELECT pid, query FROM pg_stat_activity WHERE datname = current_database()"
+               " AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'")
+    elif engine.dialect.name in ("mysql", "mariadb"):
+        # PROCESSLIST is live (INNODB_TRX is a cache refreshed at most every 0.1 s).
+        sql = ("SELECT ID, INFO FROM information_schema.PROCESSLIST WHERE DB = DATABASE()"
+               " AND ID <> CONNECTION_ID() AND COMMAND = 'Query' AND INFO LIKE '%%FOR UPDATE'")
+    else:
+        return []
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql(sql).all()
+    return [f"{conn_id}: ...{_from_clause(str(query))}" for conn_id, query in rows]
+
+
+def _from_clause(statement: str) -> str:
+    statement = " ".join(statement.split())
+    return statement[statement.find(" FROM "):] if " FROM " in statement else statement[-60:]
+
+
+def wait_for_row_lock_waiter(engine: Engine, limit_seconds: float) -> list[str]:
+    """Poll (bounded) until some connection of this database waits for a row lock."""
+    deadline = time.monotonic() + limit_seconds
+    while True:
+        waiters = row_lock_waiters(engine)
+        if waiters or time.monotonic() > deadline:
+            return waiters
+        time.sleep(0.01)

@@ -161,7 +161,8 @@ class Scenario:
             lines = log.readlines()
             self._txlog_offset = log.tell()
         events = [json.loads(line) for line in lines if line.strip()]
-        return [f"{e['actor']}:{e['event']} conn={e['conn']} ({e['pid']}/{e['thread']})" for e in events]
+        return [f"{e['actor']}:{e['event']}{' ' + e['isolation'] if e.get('isolation') else ''} conn={e['conn']} "
+                f"({e['pid']}/{e['thread']})" for e in events]
 
     def close(self) -> None:
         self._cleanup.close()
