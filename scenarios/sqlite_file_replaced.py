@@ -22,7 +22,9 @@ change is hidden, and a later checkpoint writes those old pages into the new fil
 TRUNCATE checkpoint the WAL is empty and new connections read the new file correctly; the old
 connections, if they read again (the broken app), then see a mixture: their old file overlaid
 with pages the new file's connections wrote to the shared WAL. Closing them unused (the cure)
-left the new file intact (integrity_check ok, every later write kept). So the syncer checks
+left the new file intact (integrity_check ok, every later write kept); a write through an old
+connection instead lands in the shared WAL as a page of the OLD file, which the new file then
+takes as its own (tests/test_app_sqlite_file.py: a row only the copy had vanishes). So the syncer checks
 the checkpoint emptied the WAL (busy 0, 0 frames left) before it renames; without it a
 replacement by rename is a corruption, not a test of the app (sqlite.org/howtocorrupt.html).
 """

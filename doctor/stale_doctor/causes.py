@@ -59,4 +59,8 @@ CAUSES: dict[str, CauseInfo] = {c.name: c for c in (
     CauseInfo("lost_update", "an UPDATE overwrites a row without checking what the user saw",
               "optimistic locking: UPDATE ... WHERE id = ? AND version = <seen version> (or the mapper's "
               "version_id_col); 0 rows means someone else changed it: answer 409"),
+    CauseInfo("sqlite_file_replaced", "a pooled SQLite connection reads a file no longer at its path",
+              "compare the file's identity (st_dev, st_ino) with the one each connection opened on every "
+              "checkout and raise sqlalchemy.exc.InvalidatePoolError when they differ (or dispose the "
+              "engine after a restore); restore through SQLite's backup API into the live database"),
 )}
