@@ -171,6 +171,8 @@ def judge(observations: dict[str, Any]) -> Judgement:
                                 + (f" ({', '.join(same)} on the same connection as before)" if same else "")
                                 + (f", still holding inode {', '.join(map(str, held))} open, deleted" if held else ""))
     holding_old = [name.upper() for name, seen in after.items() if any(f["inode"] == old for f in seen["open_files"])]
+    renewed = all(after[name]["db_conn"] != before[name]["db_conn"] for name in after)
     return Judgement(FRESH, f"bob read version {replacement['version']} on W1 and W2 right after the file was replaced "
                             f"(inode {old} -> {new}): each pool replaced its connections to the old file"
+                            + (" (new connections on both workers)" if renewed else "")
                             + (f" ({', '.join(holding_old)} still holds inode {old} open)" if holding_old else ""))
