@@ -1,7 +1,10 @@
 """sqlite_file_replaced: the SQLite file is replaced on disk, and the app keeps serving the old one.
 
 Served by gunicorn with two sync workers, W1 and W2 (each process has its own pool; every step
-is steered: all workers but the one it needs are held busy). Steps: bob reads the newest row on
+is steered: all workers but the one it needs are held busy). Sync, not gthread: the pool is per
+process, so threads change nothing here, and a gthread worker accepts a connection while all
+its threads are busy, so a hold cannot name the threads of two workers (tried: with 2 workers
+x 2 threads the third hold was never taken within 10 s). Steps: bob reads the newest row on
 W1, then on W2, so each worker's pool keeps a connection open to the database file; the syncer
 does what a sync tool or a restore does: copies the live database with SQLite's backup API to
 a temporary file in the same folder, changes the row's label there (the edit made elsewhere),
