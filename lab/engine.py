@@ -154,11 +154,12 @@ def _watch_file(engine: Engine) -> None:
     old file (its inode) for as long as it lives, and the app serves the old rows.
 
     So each connection records the identity (st_dev, st_ino) of the file it opened, and each
-    checkout compares it with the file at the path now: one os.stat per checkout (measured in
-    tests/test_app_sqlite_file.py, microseconds). On a mismatch, InvalidatePoolError (a
-    DisconnectionError raised in the checkout event, SQLAlchemy's "custom pessimistic ping")
-    makes the pool discard this connection and every other one made before now, and retry
-    with a new one: old connections are closed without being used again.
+    checkout compares it with the file at the path now: one os.stat per checkout, a few
+    microseconds. On a mismatch, InvalidatePoolError (a DisconnectionError raised in the
+    checkout event, SQLAlchemy's "custom pessimistic ping") makes the pool close this
+    connection and retry with a new one, and marks every other connection made before now to
+    be replaced at its next checkout: old connections are closed without being used again
+    (which matters under WAL: see scenarios/sqlite_file_replaced.py).
 
     A file that is gone (deleted, not replaced) raises DatabaseFileMissing instead: reconnecting
     would let SQLite create a new, empty database at the path and serve that silently.
@@ -169,7 +170,7 @@ def _watch_file(engine: Engine) -> None:
 
     @event.listens_for(engine, "connect")
     def _remember_file(_dbapi_connection: Any, record: Any) -> None:
-        # Stat right after the driver opened the file (sqlite3.connect opens it at once).
+        # Stat right after the driver opened (or created) the file: sqlite3.connect does at once.
         record.info[FILE_IDENTITY_KEY] = file_identity(path)
 
     @event.listens_for(engine, "checkout")
