@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, exc
 from sqlalchemy.engine import URL, make_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -103,14 +103,22 @@ def locking_write_options(dialect_name: str) -> dict[str, Any]:
     return {"isolation_level": "READ COMMITTED"}
 
 
-def configure_engine(engine: Engine) -> Engine:
-    """Give SQLite real transactions; other backends need nothing here.
+class DatabaseFileMissing(RuntimeError):
+    """The SQLite file the pool's connections were opened on is no longer at its path."""
+
+
+def configure_engine(engine: Engine, *, watch_file: bool = True) -> Engine:
+    """Give SQLite real transactions, and connections that follow their file; other backends
+    need nothing here.
 
     Python 3.11's sqlite3 driver never sends BEGIN before a SELECT, so without this recipe
     (SQLAlchemy docs, "Serializable isolation / Savepoints / Transactional DDL") two reads in
     one SQLAlchemy transaction are two separate snapshots, and SQLite could not show what a
     real database shows. With it, SQLite behaves like the other two: the snapshot is taken at
     the first read of a transaction and kept until COMMIT or ROLLBACK.
+
+    `watch_file` (see `_watch_file`): a pooled connection whose file was replaced on disk is
+    never handed out; the pool reconnects to the file now at the path.
     """
     if engine.dialect.name != "sqlite":
         return engine
@@ -136,7 +144,72 @@ def configure_engine(engine: Engine) -> Engine:
         immediate = connection.get_execution_options().get(BEGIN_IMMEDIATE)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
+    if watch_file:  # after _on_connect, so the file exists (WAL pragma) when it is identified
+        _watch_file(engine)
     return engine
+
+
+FILE_IDENTITY_KEY = "lab_sqlite_file"  # connection_record.info: (st_dev, st_ino) at connect
+
+
+def sqlite_file_of(engine: Engine) -> str | None:
+    """The absolute path of the engine's SQLite file; None for in-memory databases."""
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return os.path.abspath(database)
+
+
+def file_identity(path: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the file at `path` now, or None when nothing is there."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _watch_file(engine: Engine) -> None:
+    """An open SQLite connection holds a file descriptor, not a path: when a sync tool or a
+    restore renames another file over the database, every pooled connection keeps reading the
+    old file (its inode) for as long as it lives, and the app serves the old rows.
+
+    So each connection records the identity (st_dev, st_ino) of the file it opened, and each
+    checkout compares it with the file at the path now: one os.stat per checkout, a few
+    microseconds. On a mismatch, InvalidatePoolError (a DisconnectionError raised in the
+    checkout event, SQLAlchemy's "custom pessimistic ping") makes the pool close this
+    connection and retry with a new one, and marks every other connection made before now to
+    be replaced at its next checkout: old connections are closed without being used again
+    (which matters under WAL: see scenarios/sqlite_file_replaced.py).
+
+    A file that is gone (deleted, not replaced) raises DatabaseFileMissing instead: reconnecting
+    would let SQLite create a new, empty database at the path and serve that silently.
+    """
+    path = sqlite_file_of(engine)
+    if path is None:
+        return
+
+    @event.listens_for(engine, "connect")
+    def _remember_file(_dbapi_connection: Any, record: Any) -> None:
+        # Stat right after the driver opened (or created) the file: sqlite3.connect does at once.
+        record.info[FILE_IDENTITY_KEY] = file_identity(path)
+
+    @event.listens_for(engine, "checkout")
+    def _same_file(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        opened = record.info.get(FILE_IDENTITY_KEY)
+        now = file_identity(path)
+        if opened is None or now == opened:
+            return
+        if now is None:
+            raise DatabaseFileMissing(
+                f"the SQLite file {path} was deleted while the app held connections to it (inode "
+                f"{opened[1]}); restore it there (SQLite's backup API, or a checkpointed copy moved into "
+                "place): the app will not start a new, empty database in its place"
+            )
+        raise exc.InvalidatePoolError(
+            f"the SQLite file {path} was replaced: this connection has inode {opened[1]} open, the path "
+            f"now holds inode {now[1]}"
+        )
 
 
 def _unicode_lower(value: object) -> object:

@@ -24,7 +24,7 @@ from stale_doctor import ConfigError, StaleDataFound, StaleDoctor
 from stale_doctor.findings import Finding
 from stale_doctor.monitor import MONITOR
 
-from .doctor_apps import forked_pool, fsa_factory, locking_counter, module_session, per_thread_session, thread_scoped
+from .doctor_apps import forked_pool, fsa_factory, locking_counter, module_session, per_thread_session, replaced_file, thread_scoped
 
 Install = Callable[[Flask, Any], StaleDoctor]
 
@@ -334,6 +334,32 @@ def test_pool_across_fork(tmp_path: Path, install: Install, dispose: bool) -> No
         assert records[0]["evidence"]["checked_out_by_pid"] == pid
         assert records[0]["evidence"]["request"]["endpoint"] == "things"
     assert doctor.findings == []  # nothing happened in the parent
+
+
+@pytest.mark.parametrize("watch_file", [False, True])
+def test_sqlite_file_replaced(tmp_path: Path, install: Install, watch_file: bool) -> None:
+    path = str(tmp_path / "synced.db")
+    app = replaced_file.create_app(path, watch_file=watch_file)
+    doctor = install(app, app.extensions["sessionmaker"])
+    client = app.test_client()
+    assert client.get("/things").json["things"][0] == "thing 0"  # the pool now holds a connection
+    held = os.stat(path).st_ino
+    replaced_file.replace(path, "renamed elsewhere")
+    assert os.stat(path).st_ino != held
+    served = client.get("/things").json["things"][0]
+    if watch_file:
+        assert served == "renamed elsewhere"
+        assert causes(doctor) == []
+    else:
+        assert served == "thing 0"  # the old file, read through the connection opened before the rename
+        finding = only(doctor, "sqlite_file_replaced")
+        assert causes(doctor) == ["sqlite_file_replaced"]
+        assert finding.evidence["path"] == path
+        assert finding.evidence["connection_inode"] == held
+        assert finding.evidence["path_inode"] == os.stat(path).st_ino
+        assert finding.evidence["pid"] == os.getpid()
+        assert_request(finding, "GET", "/things", "things")
+        assert f"inode {held}" in finding.proof
 
 
 # ---- 8. robustness --------------------------------------------------------------------------

@@ -67,4 +67,8 @@ CAUSES: dict[str, CauseInfo] = {c.name: c for c in (
               "populate_existing on the locking read (select(...).with_for_update().execution_options("
               "populate_existing=True)), or session.expire(obj) before it, so the row the lock returned "
               "overwrites the object"),
+    CauseInfo("sqlite_file_replaced", "a pooled SQLite connection reads a file no longer at its path",
+              "compare the file's identity (st_dev, st_ino) with the one each connection opened on every "
+              "checkout and raise sqlalchemy.exc.InvalidatePoolError when they differ (or dispose the "
+              "engine after a restore); restore through SQLite's backup API into the live database"),
 )}

@@ -26,7 +26,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.pool import Pool
 
-from . import creation, objects, responses, sessions, transactions
+from . import creation, files, objects, responses, sessions, transactions
 from .config import Settings
 from .evidence import user_frame
 from .findings import Finding, Sink
@@ -111,6 +111,8 @@ class Monitor:
         self._listen(Pool, "checkout", lambda dbapi, record, proxy: t.on_checkout(self, record))
         self._listen(Pool, "checkin", lambda dbapi, record: t.on_checkin(self, record))
         self._listen(Engine, "engine_connect", lambda conn: t.on_engine_connect(self, conn))
+        self._listen(Pool, "connect", lambda dbapi, record: files.on_pool_connect(self, dbapi, record))
+        self._listen(Engine, "engine_connect", lambda conn: files.on_engine_connect(self, conn))
         self._listen(Engine, "begin", lambda conn: t.on_begin(self, conn))
         self._listen(Engine, "commit", lambda conn: t.on_end(self, conn, committed=True))
         self._listen(Engine, "rollback", lambda conn: t.on_end(self, conn, committed=False))
