@@ -59,4 +59,8 @@ CAUSES: dict[str, CauseInfo] = {c.name: c for c in (
     CauseInfo("lost_update", "an UPDATE overwrites a row without checking what the user saw",
               "optimistic locking: UPDATE ... WHERE id = ? AND version = <seen version> (or the mapper's "
               "version_id_col); 0 rows means someone else changed it: answer 409"),
+    CauseInfo("session_cookie_snapshot", "values loaded from the database are kept in the cookie session",
+              "keep only ids (what the user chose) in Flask's cookie session and read the values they stand for "
+              "from the database on each request; a value that must be cached there needs a version checked "
+              "against the database"),
 )}
