@@ -95,9 +95,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         contact, version = web.contact_value(body.get("contact_id")), web.seen_version(body.get("version"))
         return write(lambda s: web.row_dict(queries.update_contact(s, tx_id, contact, version)))
 
+    def my_wallets() -> list[dict[str, Any]]:
+        return list(session.get(web.MY_WALLETS_KEY, []))  # BUG: names and chains as the cookie has them
+
+    app.context_processor(lambda: {"my_wallets": my_wallets})  # the page calls it: no query elsewhere
+
     @app.get("/api/my-wallets")
     def api_my_wallets() -> dict[str, Any]:
-        return {"wallets": session.get(web.MY_WALLETS_KEY, [])}  # BUG: names as the cookie has them
+        return {"wallets": my_wallets()}
 
     @app.put("/api/my-wallets")
     def api_choose_wallets() -> dict[str, Any]:

@@ -97,12 +97,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         contact, version = web.contact_value(body.get("contact_id")), web.seen_version(body.get("version"))
         return write(lambda s: web.row_dict(queries.update_contact(s, tx_id, contact, version)))
 
-    @app.get("/api/my-wallets")
-    def api_my_wallets() -> dict[str, Any]:
+    def my_wallets() -> list[dict[str, Any]]:
         # FIX: the cookie session holds only the ids the visitor chose; names and chains are
         # read from the database on every request, so a rename shows at once.
         wallets = queries.wallets_by_id(current_session(), web.chosen_wallet_ids(), skip_missing=True)
-        return {"wallets": [web.wallet_dict(w) for w in wallets]}
+        return [web.wallet_dict(w) for w in wallets]
+
+    app.context_processor(lambda: {"my_wallets": my_wallets})  # the page calls it: no query elsewhere
+
+    @app.get("/api/my-wallets")
+    def api_my_wallets() -> dict[str, Any]:
+        return {"wallets": my_wallets()}
 
     @app.put("/api/my-wallets")
     def api_choose_wallets() -> dict[str, Any]:

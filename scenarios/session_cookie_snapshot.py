@@ -6,8 +6,8 @@ deployment sets it), steered so that each step lands on the worker it names. Ste
 chooses her wallets on worker 1 (the answer sets her session cookie) and reads them back on
 worker 2 (the cookie is accepted there: same key); an admin renames one of them with SQL,
 committed, and the auditor reads the new name back from the database; alice reloads with the
-same cookie on both workers; then she clears her cookies, chooses the same wallets again and
-reloads.
+same cookie on both workers (the API) and opens the list page (its "My wallets" line); then
+she clears her cookies, chooses the same wallets again and reloads.
 
 Staleness is in NEITHER the ORM nor the database: the rename is committed (the auditor sees
 it), every request has its own session, and on the broken app the reload runs no statement
@@ -17,7 +17,9 @@ server made when she chose. Clearing the cookie is what makes the new name appea
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import secrets
 import zlib
 from typing import Any
@@ -76,6 +78,23 @@ def reload(s: Scenario, alice: Actor, expected: str) -> dict[str, Any]:
     return _seen(s, alice, alice.get("/api/my-wallets"), f"GET /api/my-wallets ({sends})", expected)
 
 
+_PAGE_WALLET = re.compile(r'data-wallet-id="(\d+)">([^<]*)</a>')
+
+
+def reload_page(s: Scenario, alice: Actor, expected: str) -> dict[str, Any]:
+    """GET the list page: its "My wallets" line shows the same names as the API."""
+    reply = alice.get("/transactions", limit="1")
+    seen: dict[str, Any] = {"status": reply.status, "served_by": reply.served_by, "db_conn": reply.db_conn}
+    if reply.status == 200:
+        seen["names"] = {wallet_id: html.unescape(name) for wallet_id, name in _PAGE_WALLET.findall(reply.text)}
+        observed = "My wallets: " + (", ".join(f"{i}: {n!r}" for i, n in seen["names"].items()) or "none")
+    else:
+        seen["error"] = reply.text[:300]
+        observed = f"HTTP {reply.status}"
+    s.step(alice.name, "GET /transactions?limit=1 (the page, with her cookie)", expected, observed, reply)
+    return seen
+
+
 def run(s: Scenario) -> dict[str, Any]:
     # One key for both workers, from the environment (a key made per process would make each
     # worker refuse the other's cookie, and the session would silently start empty).
@@ -107,6 +126,7 @@ def run(s: Scenario) -> dict[str, Any]:
     for name, worker in (("w1", w1), ("w2", w2)):
         steer.only(worker)
         obs["reload"][name] = reload(s, alice, f"{want} (on {name.upper()}, same cookie)")
+    obs["page"] = reload_page(s, alice, f"{want} on the page too (on W2)")
     s.note(f"alice's cookie (signed, not encrypted: anyone holding it can read it) holds my_wallets = "
            f"{json.dumps(obs['reload']['w2'].get('cookie_holds'))}")
 
@@ -125,6 +145,7 @@ def judge(observations: dict[str, Any]) -> Judgement:
     workers = obs["workers"]
     placed = [("chose", obs["chose"], "w1"), ("first_visit", obs["first_visit"], "w2"),
               ("reload on W1", obs["reload"]["w1"], "w1"), ("reload on W2", obs["reload"]["w2"], "w2"),
+              ("page", obs["page"], "w2"),
               ("choice after clearing", obs["cleared_choose"], "w1"), ("reload after clearing", obs["cleared_reload"], "w2")]
     misplaced = [label for label, seen, worker in placed if seen["served_by"].split("/")[0] != workers[worker].split("/")[0]]
     if misplaced:
@@ -138,13 +159,17 @@ def judge(observations: dict[str, Any]) -> Judgement:
                                        f"({first.get('names') or first.get('error')}): the cookie was not accepted there")
     if obs["database_name"] != NEW_NAME:
         return Judgement(LOST, f"the admin's rename was committed, but the database has {obs['database_name']!r}")
-    reads = [obs["reload"]["w1"], obs["reload"]["w2"], obs["cleared_choose"], obs["cleared_reload"]]
+    reads = [obs["reload"]["w1"], obs["reload"]["w2"], obs["page"], obs["cleared_choose"], obs["cleared_reload"]]
     failed = [seen for seen in reads if seen["status"] != 200]
     if failed:
         return Judgement(CRASH, f"a read after the rename failed with HTTP {failed[0]['status']}")
     key = str(RENAMED)
     stale = [name for name in ("w1", "w2") if obs["reload"][name]["names"].get(key) != obs["database_name"]]
+    page_stale = obs["page"]["names"].get(key) != obs["database_name"]
     cleared = [seen["names"].get(key) for seen in (obs["cleared_choose"], obs["cleared_reload"])]
+    if page_stale and not stale:
+        return Judgement(STALE, f"the page showed wallet {key} named {obs['page']['names'].get(key)!r} to alice while "
+                                f"the database has {obs['database_name']!r}")
     if stale:
         seen = obs["reload"][stale[0]]["names"][key]
         if any(name != obs["database_name"] for name in cleared):
@@ -156,11 +181,14 @@ def judge(observations: dict[str, Any]) -> Judgement:
         where = (f"her cookie holds the name {in_cookie!r}" if in_cookie is not None
                  else "her cookie holds no name, yet the answer did not come from the database")
         return Judgement(STALE, f"alice, sending the cookie she got before the rename, saw wallet {key} named "
-                                f"{seen!r} on {' and '.join(n.upper() for n in stale)} while the database has "
-                                f"{obs['database_name']!r}"
-                                f"{' (answered without a database connection)' if untouched else ''}: {where}; "
+                                f"{seen!r} on {' and '.join(n.upper() for n in stale)}"
+                                f"{' and on the page' if page_stale else ''} while the database has {obs['database_name']!r}"
+                                f"{' (the API answered without a database connection)' if untouched else ''}: {where}; "
                                 f"with her cookie cleared she saw {obs['database_name']!r}")
+    if any(name != obs["database_name"] for name in cleared):
+        return Judgement(STALE, f"with her cookie cleared alice saw wallet {key} named {cleared} while the database has "
+                                f"{obs['database_name']!r}")
     held = obs["reload"]["w1"].get("cookie_holds")
-    return Judgement(FRESH, f"alice saw wallet {key} named {obs['database_name']!r} on both workers right after the "
+    return Judgement(FRESH, f"alice saw wallet {key} named {obs['database_name']!r} on both workers and the page right after the "
                             f"rename, with the same cookie (it holds my_wallets = {json.dumps(held)}), and again "
                             f"after clearing it")

@@ -180,3 +180,21 @@ def test_the_development_key_is_made_once_and_shared(tmp_path: Path) -> None:
 def test_the_transactions_api_sets_no_cookie(client: Any) -> None:
     reply = client.get("/api/transactions", query_string={"limit": 1})
     assert reply.status_code == 200 and "Set-Cookie" not in reply.headers
+
+
+def test_the_page_shows_my_wallets_from_the_database(client: Any, engine: Any) -> None:
+    assert 'class="my-wallets"' not in client.get("/transactions").get_data(as_text=True)  # none chosen: nothing
+    _choose(client, [5, 2])
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE wallets SET name = 'Savings <main>' WHERE id = 2"))
+    page = client.get("/transactions", query_string={"limit": 1}).get_data(as_text=True)
+    line = next(line for line in page.splitlines() if 'class="my-wallets"' in line)
+    assert line.index('data-wallet-id="5"') < line.index('data-wallet-id="2"')
+    assert ">Savings &lt;main&gt;</a>" in line and f"({WALLETS[5]['chain']})" in line  # escaped, fresh
+    assert f'href="/transactions?wallet={WALLETS[5]["address"]}"' in line
+
+
+def test_the_page_without_a_choice_is_unchanged_by_the_feature(app: Any, client: Any) -> None:
+    """No cookie, no choice: the page's bytes are those of the template without the block."""
+    page = client.get("/transactions", query_string={"limit": 2}).get_data(as_text=True)
+    assert "My wallets" not in page and "<h1>Transactions</h1>\n<form" in page
