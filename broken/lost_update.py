@@ -18,7 +18,7 @@ import json
 import sys
 from typing import Any, Callable, TypeVar
 
-from flask import Flask, redirect, request
+from flask import Flask, redirect, request, session
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
@@ -109,6 +109,25 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         # A merge under a row lock: no version to send (queries.append_note says why).
         note = web.note_value(web.json_body("note").get("note"))
         return write(lambda s: web.row_dict(queries.append_note(s, tx_id, note)))
+
+    def my_wallets() -> list[dict[str, Any]]:
+        # FIX: the cookie session holds only the ids the visitor chose; names and chains are
+        # read from the database on every request, so a rename shows at once.
+        wallets = queries.wallets_by_id(current_session(), web.chosen_wallet_ids(), skip_missing=True)
+        return [web.wallet_dict(w) for w in wallets]
+
+    app.context_processor(lambda: {"my_wallets": my_wallets})  # the page calls it: no query elsewhere
+
+    @app.get("/api/my-wallets")
+    def api_my_wallets() -> dict[str, Any]:
+        return {"wallets": my_wallets()}
+
+    @app.put("/api/my-wallets")
+    def api_choose_wallets() -> dict[str, Any]:
+        ids = web.my_wallet_ids(web.json_body("wallet_ids")["wallet_ids"])
+        wallets = queries.wallets_by_id(current_session(), ids)  # an unknown id: 400, nothing stored
+        session[web.MY_WALLETS_KEY] = ids
+        return {"wallets": [web.wallet_dict(w) for w in wallets]}
 
     @app.post("/transactions/<int:tx_id>/label")
     def form_edit_label(tx_id: int) -> Response:

@@ -10,23 +10,31 @@ import datetime as dt
 import json
 import os
 import re
+import secrets
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlencode, urlsplit
 
 import click
-from flask import Flask, Response, has_request_context, jsonify, render_template, request
+from flask import Flask, Response, has_request_context, jsonify, render_template, request, session
 from sqlalchemy import Engine
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
 from lab import queries, seed
-from lab.models import CONTACT_TEXT_MAX_LENGTH, LABEL_MAX_LENGTH, MAX_INTEGER, TRANSACTION_TYPES, Contact, Transaction
+from lab.engine import REPO_ROOT
+from lab.models import CONTACT_TEXT_MAX_LENGTH, LABEL_MAX_LENGTH, MAX_INTEGER, TRANSACTION_TYPES, Contact, Transaction, Wallet
 
 TEMPLATE_FOLDER = str(Path(__file__).parent / "templates")
 FILTER_FIELDS = ("wallet", "type", "asset", "label", "label_contains", "unlabelled", "contact", "from", "to", "limit")
 REPEATABLE_FIELDS = frozenset({"wallet"})
+# "My wallets": the wallets a visitor chose, kept in Flask's signed cookie session as ids only.
+MY_WALLETS_KEY = "my_wallets"
+MAX_MY_WALLETS = 20
+SECRET_KEY_MIN_LENGTH = 32
+DEVELOPMENT_KEY_PATH = REPO_ROOT / "var" / "secret_key"
 
 
 class BadInput(ValueError):
@@ -255,6 +263,31 @@ def contact_address(value: Any) -> str | None:
     return value or None
 
 
+def my_wallet_ids(value: Any) -> list[int]:
+    """The wallet ids a visitor chose (a JSON array of whole numbers >= 1, each once)."""
+    if not isinstance(value, list):
+        raise BadInput("wallet_ids", "must be a JSON array of wallet ids (whole numbers >= 1)")
+    if len(value) > MAX_MY_WALLETS:
+        raise BadInput("wallet_ids", f"at most {MAX_MY_WALLETS} wallets, got {len(value)}")
+    for item in value:
+        if type(item) is not int or item < 1:
+            raise BadInput("wallet_ids", f"must hold wallet ids (whole numbers >= 1), not {json.dumps(item)[:30]}")
+    if len(set(value)) != len(value):
+        raise BadInput("wallet_ids", "each wallet at most once")
+    if any(item > MAX_INTEGER for item in value):  # no such wallet can exist
+        raise queries.UnknownWallet(f"no wallet with id {next(i for i in value if i > MAX_INTEGER)}")
+    return value
+
+
+def chosen_wallet_ids() -> list[int]:
+    """The ids in this visitor's cookie session ([] when none). The cookie is signed, so it
+    holds what this app wrote; a value of another shape (an older release's) counts as none."""
+    value = session.get(MY_WALLETS_KEY, [])
+    if not isinstance(value, list) or not all(type(i) is int and 0 < i <= MAX_INTEGER for i in value):
+        return []
+    return value[:MAX_MY_WALLETS]
+
+
 # ---- output ----------------------------------------------------------------------------
 
 def row_dict(row: Transaction) -> dict[str, Any]:
@@ -291,6 +324,10 @@ def _transaction_dict(row: Transaction, address: str, chain: str, name: str,
         "label": row.label,
         "contact": {"id": contact[0], "name": contact[1]} if contact else None,
     }
+
+
+def wallet_dict(wallet: Wallet) -> dict[str, Any]:
+    return {"id": wallet.id, "address": wallet.address, "chain": wallet.chain, "name": wallet.name}
 
 
 def page_dict(page: queries.Page, filters: queries.Filters) -> dict[str, Any]:
@@ -347,7 +384,8 @@ def _list_query_of(referrer: str | None) -> str:
 # ---- app-wide behaviour ----------------------------------------------------------------
 
 def install(app: Flask, engine: Callable[[], Engine]) -> None:
-    """Error pages, the X-Served-By header and the CLI (`init-db`, `seed`)."""
+    """Error pages, the X-Served-By header, the cookie session and the CLI (`init-db`, `seed`)."""
+    configure_cookie_session(app)
 
     @app.after_request
     def _served_by(response: Response) -> Response:
@@ -382,6 +420,10 @@ def install(app: Flask, engine: Callable[[], Engine]) -> None:
     def _note_does_not_fit(error: queries.NoteDoesNotFit) -> tuple[Response | str, int]:
         return _error(409, str(error), "note")
 
+    @app.errorhandler(queries.UnknownWallet)
+    def _unknown_wallet(error: queries.UnknownWallet) -> tuple[Response | str, int]:
+        return _error(400, str(error), "wallet_ids")
+
     @app.errorhandler(queries.NotFound)
     def _not_found(error: queries.NotFound) -> tuple[Response | str, int]:
         return _error(404, str(error), "id")
@@ -412,6 +454,50 @@ def install(app: Flask, engine: Callable[[], Engine]) -> None:
         """Replace all rows with the deterministic data set."""
         seconds = seed.seed(engine(), size, seed_value)
         click.echo(f"seeded {size:,} transactions (seed {seed_value}) in {seconds:.1f} s")
+
+
+def configure_cookie_session(app: Flask) -> None:
+    """The key that signs Flask's cookie session, and the cookie's flags.
+
+    The key is the app's SECRET_KEY if its config sets one, else `LAB_SECRET_KEY`. Every
+    process serving the app must use the same key: one made per process (os.urandom in
+    create_app) makes a cookie signed by one gunicorn worker invalid in the next, and the
+    session silently starts empty. Without either, a development key is made once and kept in
+    var/secret_key (mode 0600), so all workers and restarts of this checkout share it; a
+    deployment sets LAB_SECRET_KEY instead. The cookie is HttpOnly (Flask's default) and
+    SameSite=Lax; Secure only when LAB_SESSION_COOKIE_SECURE=1, for an app served behind TLS
+    (a Secure cookie is never sent over plain http, the lab's 127.0.0.1 servers).
+    """
+    if not app.config.get("SECRET_KEY"):
+        key = os.environ.get("LAB_SECRET_KEY") or development_secret_key()
+        if len(key) < SECRET_KEY_MIN_LENGTH:
+            raise RuntimeError(f"LAB_SECRET_KEY is {len(key)} characters long: use at least {SECRET_KEY_MIN_LENGTH} "
+                               f"random ones, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        app.config["SECRET_KEY"] = key
+    if app.config.get("SESSION_COOKIE_SAMESITE") is None:
+        app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    if os.environ.get("LAB_SESSION_COOKIE_SECURE") == "1":
+        app.config["SESSION_COOKIE_SECURE"] = True
+
+
+def development_secret_key(path: Path = DEVELOPMENT_KEY_PATH) -> str:
+    """The key in `path`, made there first if absent: written to a temporary file and linked
+    into place, so two workers starting at once end up reading the same key."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".secret_key.", delete=False) as new:
+        new.write(secrets.token_urlsafe(48))
+    try:
+        os.chmod(new.name, 0o600)
+        os.link(new.name, path)  # fails if another process linked its key first: that one wins
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(new.name)
+    return path.read_text().strip()
 
 
 def _error(status: int, message: str, field: str | None, **extra: Any) -> tuple[Response | str, int]:

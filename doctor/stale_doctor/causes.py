@@ -71,4 +71,8 @@ CAUSES: dict[str, CauseInfo] = {c.name: c for c in (
               "compare the file's identity (st_dev, st_ino) with the one each connection opened on every "
               "checkout and raise sqlalchemy.exc.InvalidatePoolError when they differ (or dispose the "
               "engine after a restore); restore through SQLite's backup API into the live database"),
+    CauseInfo("session_cookie_snapshot", "values loaded from the database are kept in the cookie session",
+              "keep only ids (what the user chose) in Flask's cookie session and read the values they stand for "
+              "from the database on each request; a value that must be cached there needs a version checked "
+              "against the database"),
 )}

@@ -26,7 +26,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.pool import Pool
 
-from . import creation, files, objects, responses, sessions, transactions
+from . import cookies, creation, files, objects, responses, sessions, transactions
 from .config import Settings
 from .evidence import user_frame
 from .findings import Finding, Sink
@@ -131,6 +131,10 @@ class Monitor:
         for name in ("load", "refresh"):
             event.listen(Mapper, name, on_load, raw=True)
             self._listeners.append((Mapper, name, on_load))
+        on_load_text = cookies.load_listener(self)  # the text values a request loaded, for its cookie session
+        for name in ("load", "refresh"):
+            event.listen(Mapper, name, on_load_text, raw=True)
+            self._listeners.append((Mapper, name, on_load_text))
         for signal, receiver in (
             (signals.appcontext_pushed, self._appcontext_pushed),
             (signals.appcontext_popped, self._appcontext_popped),
@@ -272,6 +276,7 @@ class Monitor:
             return
         scope.status = response.status_code
         responses.check_response(self, scope, response)
+        cookies.check_session(self, scope)
 
     def _request_tearing_down(self, app: flask.Flask, exc: BaseException | None = None, **_: Any) -> None:
         scope = self.watched()

@@ -7,6 +7,7 @@ and the scenario runner also stops any server left running when a scenario fails
 from __future__ import annotations
 
 import http.client
+import http.cookies
 import json
 import os
 import signal
@@ -60,18 +61,37 @@ class Reply:
 @dataclass
 class Actor:
     """A named user of the app; every request opens its own connection (no keep-alive),
-    so the server's choice of worker and thread is never inherited from a previous step."""
+    so the server's choice of worker and thread is never inherited from a previous step.
+    Like a browser, it keeps the cookies the app sets (name -> value, one host, no expiry
+    but deletion) and sends them back; `clear_cookies()` is the user clearing them."""
 
     name: str
     port: int
     timeout: float = 15.0
     headers: dict[str, str] = field(default_factory=dict)  # sent with every request (e.g. X-User)
+    cookies: dict[str, str] = field(default_factory=dict)
+
+    def clear_cookies(self) -> None:
+        self.cookies.clear()
+
+    def _keep_cookies(self, set_cookies: list[str]) -> None:
+        for header in set_cookies:
+            jar = http.cookies.SimpleCookie()
+            jar.load(header)
+            for name, morsel in jar.items():
+                gone = morsel["max-age"] == "0" or morsel["expires"].startswith("Thu, 01 Jan 1970")
+                if gone:
+                    self.cookies.pop(name, None)
+                else:
+                    self.cookies[name] = morsel.value
 
     def request(self, method: str, path: str, *, json_body: Any = None, form: dict[str, str] | None = None,
                 params: dict[str, Any] | None = None) -> Reply:
         if params:
             path = f"{path}?{urlencode(params, doseq=True)}"
         headers = {"X-Lab-Actor": self.name, "Connection": "close", **self.headers}
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
         body: bytes | None = None
         if json_body is not None:
             body, headers["Content-Type"] = json.dumps(json_body).encode(), "application/json"
@@ -83,6 +103,7 @@ class Actor:
             connection.request(method, path, body=body, headers=headers)
             response = connection.getresponse()
             data = response.read()
+            self._keep_cookies(response.msg.get_all("Set-Cookie") or [])
             return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, data,
                          sent_at, time.monotonic())
         finally:
