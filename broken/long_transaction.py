@@ -29,7 +29,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from lab import labmode, queries, web
+from lab import labmode, queries, routing, web
 from lab.engine import configure_engine, database_url, engine_options
 from lab.models import Base
 
@@ -46,7 +46,8 @@ T = TypeVar("T")
 # Run: `flask --app fixed.app init-db`, `flask --app fixed.app seed`, then
 # `gunicorn 'fixed.app:create_app()'`; the job: `flask --app fixed.app worker < ids`.
 
-db = SQLAlchemy(model_class=Base)
+# Reads may go to a streaming replica (LAB_REPLICA_URL; unset: everything on the primary).
+db = SQLAlchemy(model_class=Base, session_options={"class_": routing.RoutingSession})
 
 
 def current_session() -> Session:
@@ -79,6 +80,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(SQLALCHEMY_DATABASE_URI=url, SQLALCHEMY_ENGINE_OPTIONS=engine_options(url))
     app.config.update(config or {})
     db.init_app(app)
+    routing.install(app, db)  # FIX: a client's reads wait for its own writes on the replica
     with app.app_context():
         configure_engine(db.engine)  # creates no connection
     web.install(app, engine=lambda: db.engine)
