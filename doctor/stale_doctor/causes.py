@@ -59,4 +59,8 @@ CAUSES: dict[str, CauseInfo] = {c.name: c for c in (
     CauseInfo("lost_update", "an UPDATE overwrites a row without checking what the user saw",
               "optimistic locking: UPDATE ... WHERE id = ? AND version = <seen version> (or the mapper's "
               "version_id_col); 0 rows means someone else changed it: answer 409"),
+    CauseInfo("replica_lag", "a read on a streaming replica that has not replayed the client's own commit",
+              "read-your-writes: after a commit, give the client the primary's WAL position "
+              "(pg_current_wal_lsn()) and make its next read wait, bounded, until the replica has replayed "
+              "it (pg_last_wal_replay_lsn()), or read from the primary; route with Session.get_bind"),
 )}

@@ -44,6 +44,7 @@ class Scope:
     session_ids: set[int] = field(default_factory=set)
     loaded: list["weakref.ReferenceType[Any]"] = field(default_factory=list)
     locking_reads: bool = False
+    replica_checked: set[str] = field(default_factory=set)  # standby connections whose replay was checked
     requests_served: int = 0  # for a placeholder: how many requests reused this app context
     pending_raise: list[Any] = field(default_factory=list)
     _label: str | None = field(default=None, init=False, repr=False)
