@@ -25,7 +25,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from lab import labmode, queries, web
+from lab import labmode, queries, routing, web
 from lab.engine import configure_engine, database_url, engine_options
 from lab.models import COLUMN_DEFAULTS_OPTION, Base, utc_now
 
@@ -44,7 +44,9 @@ T = TypeVar("T")
 
 # FIX: a callable: SQLAlchemy calls it for every new row, so each contact gets its own time.
 COLUMN_DEFAULTS = {"contacts.created_at": utc_now}
-db = SQLAlchemy(model_class=Base, engine_options={"execution_options": {COLUMN_DEFAULTS_OPTION: COLUMN_DEFAULTS}})
+# Reads may go to a streaming replica (LAB_REPLICA_URL; unset: everything on the primary).
+db = SQLAlchemy(model_class=Base, engine_options={"execution_options": {COLUMN_DEFAULTS_OPTION: COLUMN_DEFAULTS}},
+                session_options={"class_": routing.RoutingSession})
 
 
 def current_session() -> Session:
@@ -70,6 +72,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(SQLALCHEMY_DATABASE_URI=url, SQLALCHEMY_ENGINE_OPTIONS=engine_options(url))
     app.config.update(config or {})
     db.init_app(app)
+    routing.install(app, db)  # FIX: a client's reads wait for its own writes on the replica
     with app.app_context():
         configure_engine(db.engine)  # creates no connection
     web.install(app, engine=lambda: db.engine)

@@ -30,7 +30,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from lab import labmode, queries, web
+from lab import labmode, queries, routing, web
 from lab.engine import configure_engine, database_url, engine_options
 from lab.models import COLUMN_DEFAULTS_OPTION, Base  # BUG: not utc_now, the callable: its result below
 
@@ -49,7 +49,9 @@ T = TypeVar("T")
 
 # BUG: now() is called here, once, when the module is imported: every new contact gets this time.
 COLUMN_DEFAULTS = {"contacts.created_at": datetime.now(timezone.utc)}
-db = SQLAlchemy(model_class=Base, engine_options={"execution_options": {COLUMN_DEFAULTS_OPTION: COLUMN_DEFAULTS}})
+# Reads may go to a streaming replica (LAB_REPLICA_URL; unset: everything on the primary).
+db = SQLAlchemy(model_class=Base, engine_options={"execution_options": {COLUMN_DEFAULTS_OPTION: COLUMN_DEFAULTS}},
+                session_options={"class_": routing.RoutingSession})
 
 
 def current_session() -> Session:
@@ -65,6 +67,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(SQLALCHEMY_DATABASE_URI=url, SQLALCHEMY_ENGINE_OPTIONS=engine_options(url))
     app.config.update(config or {})
     db.init_app(app)
+    routing.install(app, db)  # FIX: a client's reads wait for its own writes on the replica
     with app.app_context():
         configure_engine(db.engine)  # creates no connection
     web.install(app, engine=lambda: db.engine)

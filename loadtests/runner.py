@@ -98,6 +98,27 @@ def app_modules(cause: str) -> dict[str, str]:
     return {"broken": module, "fixed": "fixed.app"}
 
 
+def replica_env(cause: str, db_url: str, echo: Callable[[str], None]) -> dict[str, str]:
+    """replica_lag on PostgreSQL: both apps read from the lab's hot standby (LAB_REPLICA_URL),
+    once it has replayed the seeded database (bounded, by log position)."""
+    if cause != "replica_lag" or not db_url.startswith("postgresql"):
+        return {}
+    from lab import replica
+
+    watcher = create_engine(replica.replica_url(databases.server_url("postgresql").render_as_string(hide_password=False)),
+                            isolation_level="AUTOCOMMIT")
+    primary = create_engine(db_url)
+    try:
+        with primary.connect() as on_primary, watcher.connect() as on_standby:
+            waited = replica.wait_for_replay(on_standby, replica.primary_position(on_primary), timeout=30)
+            delay = replica.apply_delay(on_standby)
+    finally:
+        primary.dispose()
+        watcher.dispose()
+    echo(f"  reads on the hot standby (recovery_min_apply_delay = {delay}; the seed replayed after {waited:.2f} s)")
+    return {"LAB_REPLICA_URL": replica.replica_url(db_url)}
+
+
 def run_app(cause: str, app: str, module: str, backend: str, options: LoadOptions, raw_dir: Path,
             echo: Callable[[str], None], ratio: bool) -> AppRun:
     """Seed, serve, load, audit (and measure the ratio); everything started is stopped."""
@@ -113,7 +134,7 @@ def run_app(cause: str, app: str, module: str, backend: str, options: LoadOption
         run.server_version = version = prepare_database(db_url, options.size)
         echo(f"[{cause} | {app} | {version}] {profile.describe()}, {options.users} users for {options.duration} s"
              + (" (locust master + 2 workers)" if options.distributed else ""))
-        env = {"LAB_DATABASE_URL": db_url, "LAB_CONTROL_DIR": str(workdir)}
+        env = {"LAB_DATABASE_URL": db_url, "LAB_CONTROL_DIR": str(workdir), **replica_env(cause, db_url, echo)}
         doctor_file = out_dir / "doctor.jsonl"
         if doctor_requested():  # the same doctor as in `make doctor`'s scenarios, in broken and fixed alike
             env.update(DOCTOR_ENV, STALE_DOCTOR_FILE=str(doctor_file))

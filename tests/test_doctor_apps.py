@@ -24,7 +24,8 @@ from stale_doctor import ConfigError, StaleDataFound, StaleDoctor
 from stale_doctor.findings import Finding
 from stale_doctor.monitor import MONITOR
 
-from .doctor_apps import forked_pool, fsa_factory, locking_counter, module_session, per_thread_session, replaced_file, thread_scoped
+from .doctor_apps import (forked_pool, fsa_factory, locking_counter, module_session, per_thread_session, replaced_file,
+                          replica_routing, thread_scoped)
 
 Install = Callable[[Flask, Any], StaleDoctor]
 
@@ -504,3 +505,74 @@ def test_a_default_that_returns_one_time_for_every_row_is_seen_by_its_value(tmp_
     finding = only(doctors[0], "import_time")
     assert "older than the app itself" in finding.proof and finding.evidence["column"] == "posts.created_at"
     assert set(causes(doctors[0])) == {"import_time"}
+
+
+# ---- replica_lag: a read on a streaming replica behind the client's own commit ----------------
+
+@pytest.fixture(scope="module")
+def replica_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(primary, standby) URLs of a private database with one setting, replayed on the lab's standby."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import DBAPIError
+
+    from lab import databases, replica
+
+    def unavailable(error: Exception) -> None:
+        if "postgresql" in databases.required_backends():
+            pytest.fail(f"required backend unavailable: {error}", pytrace=False)
+        pytest.skip(str(error))
+
+    try:
+        url = databases.private_database("postgresql", f"lab_drep_{databases.owner_tag('main')}",
+                                         tmp_path_factory.mktemp("drep"))
+        watcher_url = replica.replica_url(databases.server_url("postgresql").render_as_string(hide_password=False))
+    except databases.BackendUnavailable as error:
+        unavailable(error)
+    replica_routing.seed(url)
+    primary, watcher = create_engine(url), create_engine(watcher_url, isolation_level="AUTOCOMMIT")
+    try:
+        with primary.connect() as on_primary, watcher.connect() as on_standby:
+            replica.wait_for_replay(on_standby, replica.primary_position(on_primary), timeout=15)
+    except DBAPIError as error:
+        unavailable(databases.BackendUnavailable(f"the hot standby does not answer: {error.orig}"))
+    finally:
+        primary.dispose()
+        watcher.dispose()
+    yield url, replica.replica_url(url)
+    databases.drop_database(url)
+
+
+@pytest.mark.parametrize("buggy", [True, False])
+def test_read_on_a_lagging_replica_after_the_clients_own_write(replica_urls: tuple[str, str], install: Install,
+                                                               buggy: bool) -> None:
+    from lab import replica
+
+    app = replica_routing.create_app(*replica_urls, buggy=buggy)
+    doctor = install(app, app.extensions["session"])
+    client = app.test_client()
+    try:
+        value = f"saved {'buggy' if buggy else 'clean'} {time.time():.6f}"
+        assert client.get("/settings/1").status_code == 200  # a read before any write: never reported
+        assert doctor.findings == []
+        assert client.post("/settings/1", data={"value": value}).get_json() == {"saved": value}
+        shown = client.get("/settings/1").get_json()["value"]  # at once: the standby replays 1 s behind
+        if buggy:
+            assert shown != value  # the stale read the finding must explain
+            finding = only(doctor, "replica_lag")
+            assert finding.evidence["tables"] == ["settings"]
+            assert finding.evidence["replay_behind_commit_seconds"] > 0
+            assert_request(finding, "GET", "/settings/1", "show")
+            assert "hot standby" in finding.proof and "in recovery" in finding.proof
+        else:
+            assert shown == value
+            assert doctor.findings == []
+        engines = app.extensions["engines"]
+        with engines["primary"].connect() as on_primary, engines["replica"].connect() as on_standby:
+            replica.wait_for_replay(on_standby, replica.primary_position(on_primary), timeout=15)
+        doctor.clear()
+        assert app.test_client().get("/settings/1").get_json()["value"] == value  # replayed: fresh, and quiet
+        assert doctor.findings == []
+    finally:
+        for engine in app.extensions["engines"].values():
+            engine.dispose()
+

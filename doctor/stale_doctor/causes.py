@@ -75,4 +75,8 @@ CAUSES: dict[str, CauseInfo] = {c.name: c for c in (
               "keep only ids (what the user chose) in Flask's cookie session and read the values they stand for "
               "from the database on each request; a value that must be cached there needs a version checked "
               "against the database"),
+    CauseInfo("replica_lag", "a read on a streaming replica that has not replayed the client's own commit",
+              "read-your-writes: after a commit, give the client the primary's WAL position "
+              "(pg_current_wal_lsn()) and make its next read wait, bounded, until the replica has replayed "
+              "it (pg_last_wal_replay_lsn()), or read from the primary; route with Session.get_bind"),
 )}

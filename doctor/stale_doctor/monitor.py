@@ -6,7 +6,7 @@ Flask signals are received for every app; what an app's doctor does with a findi
 raise, collect, a JSONL file, the allowlist) is looked up per app. Every listener is guarded:
 an error of the doctor's own is logged once and the app goes on.
 
-The detectors live beside this module (sessions, transactions, objects, responses); this one
+The detectors live beside this module (sessions, transactions, objects, responses, replicas); this one
 keeps the scopes (which request or job is running) and the emit path.
 """
 
@@ -26,7 +26,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.pool import Pool
 
-from . import cookies, creation, files, objects, responses, sessions, transactions
+from . import cookies, creation, files, objects, replicas, responses, sessions, transactions
 from .config import Settings
 from .evidence import user_frame
 from .findings import Finding, Sink
@@ -67,6 +67,7 @@ class Monitor:
         self.finished_loads: deque[objects.FinishedLoads] = deque(maxlen=256)
         self.endpoint_sql: dict[str, responses.EndpointStats] = {}
         self.table_commits: dict[str, float] = {}
+        self.primary_commits: dict[str, float] = {}  # table -> wall time before this process's last COMMIT to it
         self.global_cache_seen = False
         self.last_full_gc = 0.0
         self.holder_searches = 0
@@ -117,6 +118,13 @@ class Monitor:
         self._listen(Engine, "commit", lambda conn: t.on_end(self, conn, committed=True))
         self._listen(Engine, "rollback", lambda conn: t.on_end(self, conn, committed=False))
         self._listen(Engine, "before_cursor_execute", functools.partial(r.on_cursor_execute, self))
+        self._listen(Engine, "engine_connect", lambda conn: replicas.describe_recovery(conn))
+        self._listen(Engine, "before_cursor_execute",
+                     lambda conn, cursor, stmt, params, context, many: replicas.on_cursor_execute(self, conn, context))
+        self._listen(Engine, "after_cursor_execute",
+                     lambda conn, cursor, stmt, params, context, many: replicas.after_cursor_execute(self, conn, context))
+        self._listen(Engine, "commit", lambda conn: replicas.on_commit(self, conn))
+        self._listen(Engine, "rollback", lambda conn: replicas.on_rollback(self, conn))
         self._listen(Session, "do_orm_execute", lambda state: s.on_orm_execute(self, state))
         self._listen(Session, "after_begin", lambda session, trans, conn: s.on_after_begin(self, session, conn))
         self._listen(Session, "before_flush", lambda session, ctx, instances: s.on_before_flush(self, session))
