@@ -59,4 +59,7 @@ CAUSES: dict[str, CauseInfo] = {c.name: c for c in (
     CauseInfo("lost_update", "an UPDATE overwrites a row without checking what the user saw",
               "optimistic locking: UPDATE ... WHERE id = ? AND version = <seen version> (or the mapper's "
               "version_id_col); 0 rows means someone else changed it: answer 409"),
+    CauseInfo("enqueue_before_commit", "a background task is sent before the transaction that wrote its rows commits",
+              "send the task after commit() (or from an after-commit hook), so the worker's own transaction "
+              "can see the change it is asked to process"),
 )}
