@@ -72,14 +72,14 @@ def install(app: Flask, session: Callable[[], Session]) -> Celery | None:
     celery = make_celery(app.name, broker, app.config.get("LAB_RESULT_BACKEND"), app.config.get("LAB_JOBS_QUEUE"),
                          task_cls=FlaskTask)
 
-    @celery.task(name=LABEL_CHANGED)
+    @celery.task(name=LABEL_CHANGED, shared=False)
     def label_changed(tx_id: int) -> dict[str, Any]:
         """The notice of a label change: the row as the worker's own transaction reads it."""
         row = web.row_dict(queries.get_transaction(session(), tx_id))
         return {"id": row["id"], "version": row["version"], "label": row["label"], "worker_pid": os.getpid(),
                 "notice": f"transaction {row['id']} is now labelled {row['label']!r} (version {row['version']})"}
 
-    @celery.task(name=PING)
+    @celery.task(name=PING, shared=False)
     def ping() -> int:
         return os.getpid()
 

@@ -42,7 +42,7 @@ def create_app(db_path: str, *, buggy: bool) -> Flask:
     celery = Celery(app.name, broker="memory://", backend="cache+memory://")
     app.extensions["celery"] = celery
 
-    @celery.task(name="orders.shipped")
+    @celery.task(name="orders.shipped", shared=False)
     def shipped(order_id: int) -> None:  # run by a worker; not run in these tests
         pass
 
