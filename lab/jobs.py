@@ -67,6 +67,7 @@ def install(app: Flask, session: Callable[[], Session]) -> Celery | None:
     class FlaskTask(Task):  # type: ignore[misc]
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
             with app.app_context():  # a new app context, so a new session, for every task
+                labmode.name_job_actor("worker")
                 return self.run(*args, **kwargs)
 
     celery = make_celery(app.name, broker, app.config.get("LAB_RESULT_BACKEND"), app.config.get("LAB_JOBS_QUEUE"),

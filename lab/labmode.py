@@ -194,6 +194,12 @@ def _logger(event_name: str) -> Callable[[Any], None]:
 AWAIT_JOB_LIMIT_SECONDS = 20.0
 
 
+def name_job_actor(name: str) -> None:
+    """Inside a job's app context: its transaction events are logged under `name` (lab mode only)."""
+    if enabled():
+        g.lab_actor = name
+
+
 def await_job(result: Any) -> None:
     """Lab mode, asked by the request (`X-Lab-Await-Job: 1`): wait, bounded, until the job just
     sent has finished, so the scenario knows the worker ran before this request goes on. Where

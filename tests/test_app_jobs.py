@@ -101,3 +101,21 @@ def test_embedded_urls_need_no_server(tmp_path: Any) -> None:
     assert backend == f"db+sqlite:///{tmp_path.resolve()}/results.db"
     assert jobs.result_backend_for(broker) == backend
     assert jobs.result_backend_for("redis://127.0.0.1:6379/7") == "redis://127.0.0.1:6379/7"
+
+
+def test_a_server_cell_without_its_broker_fails_naming_make_services(tmp_path: Any,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scenario's PostgreSQL and MariaDB cells need Redis: when it does not answer, the cell
+    fails (INCONCLUSIVE in the runner) naming the URL and `make services`; it is never skipped."""
+    from types import SimpleNamespace
+
+    from lab.harness.server import free_port
+    from scenarios.enqueue_before_commit import broker_urls
+
+    url = f"redis://127.0.0.1:{free_port()}/7"
+    monkeypatch.setenv("LAB_TEST_BROKER_URL", url)
+    with pytest.raises(RuntimeError, match="make services") as failure:
+        broker_urls(SimpleNamespace(backend="postgresql", workdir=tmp_path))  # type: ignore[arg-type]
+    assert url in str(failure.value)
+    broker, backend = broker_urls(SimpleNamespace(backend="sqlite", workdir=tmp_path))  # type: ignore[arg-type]
+    assert broker.startswith("sqla+sqlite:///") and backend.startswith("db+sqlite:///")  # no server needed
