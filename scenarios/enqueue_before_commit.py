@@ -84,14 +84,19 @@ class CeleryWorker:
         self.log.close()
 
 
-def start_worker(s: Scenario, env: dict[str, str], broker: str, backend: str, queue: str) -> dict[str, Any]:
-    """Start the worker and wait until it has run a first trivial task (no sleep that hopes)."""
+def launch_worker(s: Scenario, env: dict[str, str], broker: str, backend: str, queue: str) -> tuple[Any, CeleryWorker]:
+    """Send a first trivial task, then start the worker (it boots while the app starts too)."""
     client = jobs.make_celery("scenario", broker, backend, queue)
     s.on_close(client.close)
     ping = client.send_task(jobs.PING)  # sent first: the client makes the broker's tables
     ping.state  # and the result store's, before the worker starts
     worker = CeleryWorker(s, env, queue)
     s.on_close(worker.stop)
+    return ping, worker
+
+
+def worker_ready(s: Scenario, ping: Any, worker: CeleryWorker, broker: str, queue: str) -> dict[str, Any]:
+    """Wait until the worker has run the first trivial task (no sleep that hopes)."""
     started = time.monotonic()
     try:
         pid = ping.get(timeout=READY_TIMEOUT_SECONDS)
@@ -99,19 +104,20 @@ def start_worker(s: Scenario, env: dict[str, str], broker: str, backend: str, qu
         tail = worker.log_path.read_text(errors="replace")[-600:]
         raise RuntimeError(f"the Celery worker did not answer a ping within {READY_TIMEOUT_SECONDS} s "
                            f"({type(error).__name__}); its log ends: {tail}") from None
-    seconds = round(time.monotonic() - started, 1)
     transport = broker.split(":", 1)[0]
     s.step("worker", f"celery worker --pool=solo -Q {queue} (broker {transport})",
-           "ready: it runs a first trivial task", f"pid {pid} ran the ping task ({seconds} s after its start)")
-    return {"pid": pid, "transport": transport, "queue": queue}
+           "ready: it runs a first trivial task", f"pid {pid} ran the ping task")
+    return {"pid": pid, "transport": transport, "queue": queue, "ready_after_app_seconds": round(time.monotonic() - started, 2)}
 
 
 def run(s: Scenario) -> dict[str, Any]:
     broker, backend = broker_urls(s)
     queue = f"lab-{os.environ.get('LAB_DB_NAMESPACE', '')}{s.cause.name}-{s.app}-{s.backend}-{uuid.uuid4().hex[:8]}"
     env = {"LAB_BROKER_URL": broker, "LAB_RESULT_BACKEND": backend, "LAB_JOBS_QUEUE": queue}
+    ping, celery_worker = launch_worker(s, {**s.lab_env, **env, "LAB_MODE": "1", "LAB_APP_MODULE": s.module},
+                                        broker, backend, queue)
     server = s.serve(workers=1, env=env)
-    worker = start_worker(s, {**s.lab_env, **env, "LAB_MODE": "1", "LAB_APP_MODULE": s.module}, broker, backend, queue)
+    worker = worker_ready(s, ping, celery_worker, broker, queue)
     alice = Actor("alice", server.port, timeout=JOB_TIMEOUT_SECONDS + 10, headers={"X-Lab-Await-Job": "1"})
     before = read_newest(s, alice, "the row as seeded, version 1")
     ack = edit_label(s, alice, before["id"], NEW_LABEL, before["version"],
