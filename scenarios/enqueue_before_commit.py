@@ -59,6 +59,16 @@ def broker_urls(s: Scenario) -> tuple[str, str]:
     return url, url
 
 
+def forget_queue(url: str, queue: str) -> None:
+    """Remove this run's queue and kombu's bindings of it from the shared Redis database (results
+    expire by themselves after an hour)."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+    client.close()
+
+
 class CeleryWorker:
     """`celery -A lab.celery_worker worker --pool=solo -Q <queue>` in a process group of its own."""
 
@@ -114,6 +124,8 @@ def run(s: Scenario) -> dict[str, Any]:
     broker, backend = broker_urls(s)
     queue = f"lab-{os.environ.get('LAB_DB_NAMESPACE', '')}{s.cause.name}-{s.app}-{s.backend}-{uuid.uuid4().hex[:8]}"
     env = {"LAB_BROKER_URL": broker, "LAB_RESULT_BACKEND": backend, "LAB_JOBS_QUEUE": queue}
+    if broker.startswith("redis"):
+        s.on_close(lambda: forget_queue(broker, queue))  # runs last: after the worker has stopped
     ping, celery_worker = launch_worker(s, {**s.lab_env, **env, "LAB_MODE": "1", "LAB_APP_MODULE": s.module},
                                         broker, backend, queue)
     server = s.serve(workers=1, env=env)
