@@ -29,7 +29,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from lab import labmode, queries, routing, web
+from lab import jobs, labmode, queries, routing, web
 from lab.engine import configure_engine, database_url, engine_options
 from lab.models import COLUMN_DEFAULTS_OPTION, Base, utc_now
 
@@ -88,6 +88,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         configure_engine(db.engine)  # creates no connection
     web.install(app, engine=lambda: db.engine)
     labmode.install(app, session=current_session, engine=lambda: db.engine)
+    jobs.install(app, session=current_session)  # the label-changed notice (Celery), if a broker is set
 
     def write(change: Callable[[Session], T]) -> T:
         # FIX: explicit commit when the change succeeded, rollback when anything failed.
@@ -115,7 +116,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     def api_edit_label(tx_id: int) -> dict[str, Any]:
         body = web.json_body("label", "version")
         label, version = web.label_value(body.get("label")), web.seen_version(body.get("version"))
-        return write(lambda s: web.row_dict(queries.update_label(s, tx_id, label, version)))
+        row = write(lambda s: web.row_dict(queries.update_label(s, tx_id, label, version)))
+        return {**row, **jobs.send_label_changed(app, tx_id)}  # FIX: the job is sent once the edit is committed
 
     @app.post("/api/transactions/<int:tx_id>/contact")
     def api_edit_contact(tx_id: int) -> dict[str, Any]:
@@ -152,6 +154,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     def form_edit_label(tx_id: int) -> Response:
         label, version = web.label_value(request.form.get("label")), web.seen_version(request.form.get("version"))
         write(lambda s: queries.update_label(s, tx_id, label, version))
+        jobs.send_label_changed(app, tx_id)  # FIX: after the commit, so its worker reads the new row
         return redirect(web.back_to_list(request.form), code=303)
 
     @app.post("/transactions/<int:tx_id>/contact")

@@ -211,3 +211,26 @@ def _logger(event_name: str) -> Callable[[Any], None]:
             log.write(json.dumps(record) + "\n")
 
     return _log
+
+
+AWAIT_JOB_LIMIT_SECONDS = 20.0
+
+
+def name_job_actor(name: str) -> None:
+    """Inside a job's app context: its transaction events are logged under `name` (lab mode only)."""
+    if enabled():
+        g.lab_actor = name
+
+
+def await_job(result: Any) -> None:
+    """Lab mode, asked by the request (`X-Lab-Await-Job: 1`): wait, bounded, until the job just
+    sent has finished, so the scenario knows the worker ran before this request goes on. Where
+    the app sends the job decides what that proves: after its commit (fixed) it only delays
+    the answer; before the commit (enqueue_before_commit) the worker runs while the edit is
+    still uncommitted. Inert otherwise."""
+    if not (enabled() and has_request_context() and request.headers.get("X-Lab-Await-Job") == "1"):
+        return
+    try:
+        result.get(timeout=AWAIT_JOB_LIMIT_SECONDS, propagate=False, interval=0.05)
+    except Exception:  # a timeout (no worker): the request goes on; the scenario sees no result
+        pass

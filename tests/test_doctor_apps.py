@@ -24,8 +24,8 @@ from stale_doctor import ConfigError, StaleDataFound, StaleDoctor
 from stale_doctor.findings import Finding
 from stale_doctor.monitor import MONITOR
 
-from .doctor_apps import (forked_pool, fsa_factory, locking_counter, module_session, per_thread_session, replaced_file,
-                          replica_routing, thread_scoped)
+from .doctor_apps import (celery_notify, forked_pool, fsa_factory, locking_counter, module_session, per_thread_session,
+                          replaced_file, replica_routing, thread_scoped)
 
 Install = Callable[[Flask, Any], StaleDoctor]
 
@@ -576,3 +576,39 @@ def test_read_on_a_lagging_replica_after_the_clients_own_write(replica_urls: tup
         for engine in app.extensions["engines"].values():
             engine.dispose()
 
+
+# ---- a task queue: enqueue_before_commit ------------------------------------------------------
+
+@pytest.mark.parametrize("core", [False, True])
+@pytest.mark.parametrize("buggy", [True, False])
+def test_task_sent_before_commit(tmp_path: Path, install: Install, buggy: bool, core: bool) -> None:
+    app = celery_notify.create_app(str(tmp_path / "orders.db"), buggy=buggy)
+    doctor = install(app, celery_notify.db)
+    path = "/orders/2/ship" + ("?core=1" if core else "")
+    assert app.test_client().post(path).status_code == 200
+    if buggy:
+        finding = only(doctor, "enqueue_before_commit")
+        assert finding.evidence["task"] == "orders.shipped" and finding.evidence["tables"] == [("orders" if core else "shipments")]
+        assert finding.evidence["task_id"] and "tests.doctor_apps.celery_notify" in finding.evidence["location"]
+        assert "sent task 'orders.shipped'" in finding.proof and "not committed" in finding.proof
+        assert_request(finding, "POST", path, "ship")
+    else:
+        assert doctor.findings == []
+    with app.app_context():
+        session = celery_notify.db.session
+        assert session.get(celery_notify.Order, 2).status == "shipped" if core else session.get(celery_notify.Shipment, 1)
+
+
+def test_task_sent_after_a_read_only_is_clean(tmp_path: Path, install: Install) -> None:
+    app = celery_notify.create_app(str(tmp_path / "orders.db"), buggy=True)
+    doctor = install(app, celery_notify.db)
+    assert app.test_client().get("/orders/1/remind").status_code == 200
+    assert doctor.findings == []
+
+
+def test_the_doctor_does_not_need_celery(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stale_doctor import tasks
+
+    assert tasks.publish_signals()  # celery is installed here: its publish signal is watched
+    monkeypatch.setitem(__import__("sys").modules, "celery", None)  # as if it were not installed
+    assert tasks.publish_signals() == []

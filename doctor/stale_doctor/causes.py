@@ -79,4 +79,7 @@ CAUSES: dict[str, CauseInfo] = {c.name: c for c in (
               "read-your-writes: after a commit, give the client the primary's WAL position "
               "(pg_current_wal_lsn()) and make its next read wait, bounded, until the replica has replayed "
               "it (pg_last_wal_replay_lsn()), or read from the primary; route with Session.get_bind"),
+    CauseInfo("enqueue_before_commit", "a background task is sent before the transaction that wrote its rows commits",
+              "send the task after commit() (or from an after-commit hook), so the worker's own transaction "
+              "can see the change it is asked to process"),
 )}

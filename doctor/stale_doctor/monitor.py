@@ -26,7 +26,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.pool import Pool
 
-from . import cookies, creation, files, objects, replicas, responses, sessions, transactions
+from . import cookies, creation, files, objects, replicas, responses, sessions, tasks, transactions
 from .config import Settings
 from .evidence import user_frame
 from .findings import Finding, Sink
@@ -153,6 +153,10 @@ class Monitor:
             (signals.before_render_template, self._before_render_template),
         ):
             guarded = self.guard(receiver)
+            signal.connect(guarded, weak=False)
+            self._signal_receivers.append((signal, guarded))
+        for signal in tasks.publish_signals():  # Celery's, when it is installed
+            guarded = self.guard(tasks.receiver(self))
             signal.connect(guarded, weak=False)
             self._signal_receivers.append((signal, guarded))
 

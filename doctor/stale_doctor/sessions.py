@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 TRACK_KEY = "stale_doctor"
 _tokens = itertools.count(1)
 RESCAN_SECONDS = 5.0
+# Models of libraries' own bookkeeping (kombu's SQLAlchemy transport keeps its queue in a row
+# it updates per message; Celery's database result store): not the app's data, never a lost update.
+LIBRARY_MODULES = ("kombu.", "celery.")
 
 
 @dataclass(eq=False)
@@ -290,6 +293,8 @@ def on_before_flush(m: "Monitor", session: Session) -> None:
     for obj in list(session.dirty):
         state = inspect(obj)
         if state.mapper.version_id_col is not None or not session.is_modified(obj):
+            continue
+        if state.mapper.class_.__module__.startswith(LIBRARY_MODULES):
             continue
         stamp = state.info.get("stale_doctor")
         if not stamp or stamp[0] != scope.serial:

@@ -130,6 +130,10 @@ class Scenario:
         hold.start()
         return hold
 
+    def on_close(self, callback: Callable[[], Any]) -> None:
+        """Run `callback` when the scenario ends, whatever happened (stop what a step started)."""
+        self._cleanup.callback(callback)
+
     def engine(self, **options: Any) -> Engine:
         """A direct engine on the scenario's database (the auditor's view); disposed at the end."""
         engine = configure_engine(create_engine(self.db_url, **{**engine_options(self.db_url), **options}))

@@ -31,6 +31,8 @@ def edit_label(s: Scenario, actor: Actor, tx_id: int, label: str, version: int, 
     if reply.status == 200:
         body = reply.json()
         ack.update(version=body["version"], label=body["label"])
+        if "job" in body:  # the background job the edit sent (lab.jobs), when a broker is set
+            ack["job"] = body["job"]
         observed = f"{reply.status}: acknowledged version {body['version']}, label {body['label']!r}"
     else:
         observed = f"{reply.status}: {reply.text[:160]}"
