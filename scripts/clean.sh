@@ -60,8 +60,9 @@ fi
 # The hot standby is the lab's own cluster: dropped whole (stopped first) if the lab created it.
 if [ -f "$LAB_DIR/created-replica" ]; then
     pg_version="$(ls /etc/postgresql | sort -V | tail -n 1)"
-    if [ -d "/etc/postgresql/$pg_version/$REPLICA_CLUSTER" ]; then
+    if [ -f "/etc/postgresql/$pg_version/$REPLICA_CLUSTER/postgresql.conf" ]; then
         as_root pg_dropcluster --stop "$pg_version" "$REPLICA_CLUSTER"
+        as_root rm -rf "/etc/postgresql/$pg_version/$REPLICA_CLUSTER"  # the conf.d/ it may leave behind
         note "PostgreSQL hot standby $pg_version/$REPLICA_CLUSTER stopped and dropped (the lab had created it)"
     fi
     rm -f "$LAB_DIR/created-replica" "$LAB_DIR/started-replica"

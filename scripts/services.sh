@@ -76,6 +76,19 @@ pg_lab_login() {
         -c 'select 1' >/dev/null 2>"$LAB_DIR/postgresql-login.err"
 }
 
+pg_hba_file() { pg_admin -At -c 'SHOW hba_file'; }
+# pg_hba_prepend <rule> <why>: put the rule first (the first matching line wins), with a comment.
+# Rewritten in place (cat >, not sed -i) so the file keeps its owner and mode.
+pg_hba_prepend() {
+    local hba_file
+    hba_file="$(pg_hba_file)"
+    { echo "# added by the lab (scripts/services.sh): $2"
+      echo "$1"
+      as_root cat "$hba_file"; } > "$LAB_DIR/pg_hba.conf.new"
+    as_root sh -c 'cat "$1" > "$2"' sh "$LAB_DIR/pg_hba.conf.new" "$hba_file"
+    rm -f "$LAB_DIR/pg_hba.conf.new"
+}
+
 if ! pg_answers; then
     if [ -z "$(pg_cluster_version)" ]; then
         note "PostgreSQL not installed: installing (apt-get install postgresql)"
@@ -129,15 +142,9 @@ SQL
 # (first matching line wins), reset the password in SCRAM format and reload.
 if ! pg_lab_login; then
     note "PostgreSQL: password login over TCP failed ($(head -n 1 "$LAB_DIR/postgresql-login.err")); fixing pg_hba.conf"
-    hba_file="$(pg_admin -At -c 'SHOW hba_file')"
     hba_rule="host all lab 127.0.0.1/32 scram-sha-256"
-    if ! as_root grep -qxF "$hba_rule" "$hba_file"; then
-        # Rewrite in place (cat >, not sed -i) so the file keeps its owner and mode.
-        { echo "# added by the lab (scripts/services.sh): password login for lab over TCP"
-          echo "$hba_rule"
-          as_root cat "$hba_file"; } > "$LAB_DIR/pg_hba.conf.new"
-        as_root sh -c 'cat "$1" > "$2"' sh "$LAB_DIR/pg_hba.conf.new" "$hba_file"
-        rm -f "$LAB_DIR/pg_hba.conf.new"
+    if ! as_root grep -qxF "$hba_rule" "$(pg_hba_file)"; then
+        pg_hba_prepend "$hba_rule" "password login for lab over TCP"
     fi
     pg_admin <<'SQL'
 SET password_encryption = 'scram-sha-256';
@@ -159,7 +166,8 @@ replica_sql() {
     PGPASSWORD=lab PGCONNECT_TIMEOUT=5 psql -X -At -h 127.0.0.1 -p "$REPLICA_PORT" -U lab -d lab -c "$1" 2>/dev/null
 }
 replica_ready() { [ "$(replica_sql 'SELECT pg_is_in_recovery()')" = "t" ]; }
-replica_exists() { [ -d "$replica_conf" ]; }
+# A cluster pg_lsclusters knows (pg_dropcluster may leave an empty conf.d/ behind: not a cluster).
+replica_exists() { [ -f "$replica_conf/postgresql.conf" ]; }
 
 if ! replica_ready; then
     if ! replica_exists; then
@@ -169,16 +177,11 @@ if ! replica_ready; then
         note "creating the PostgreSQL hot standby $pg_version/$REPLICA_CLUSTER on port $REPLICA_PORT"
         # A base backup over the primary's socket as postgres needs a `replication` rule in its
         # pg_hba.conf (the `all` database keyword does not cover replication connections).
-        hba_file="$(pg_admin -At -c 'SHOW hba_file')"
-        hba_rule="local replication postgres peer"
-        if ! as_root grep -qE '^[[:space:]]*local[[:space:]]+replication[[:space:]]+(all|postgres)[[:space:]]' "$hba_file"; then
-            { echo "# added by the lab (scripts/services.sh): the standby's base backup and stream, as postgres over the socket"
-              echo "$hba_rule"
-              as_root cat "$hba_file"; } > "$LAB_DIR/pg_hba.conf.new"
-            as_root sh -c 'cat "$1" > "$2"' sh "$LAB_DIR/pg_hba.conf.new" "$hba_file"
-            rm -f "$LAB_DIR/pg_hba.conf.new"
+        if ! as_root grep -qE '^[[:space:]]*local[[:space:]]+replication[[:space:]]+(all|postgres)[[:space:]]' "$(pg_hba_file)"; then
+            pg_hba_prepend "local replication postgres peer" "the standby's base backup and stream, as postgres over the socket"
             pg_admin -c 'SELECT pg_reload_conf()' >/dev/null
         fi
+        as_root rm -rf "$replica_conf"  # what a dropped cluster left, if anything
         as_root pg_createcluster "$pg_version" "$REPLICA_CLUSTER" -p "$REPLICA_PORT" >/dev/null
         touch "$LAB_DIR/created-replica"
         as_root find "$replica_data" -mindepth 1 -delete
