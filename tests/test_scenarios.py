@@ -2,8 +2,9 @@
 
 Each verdict is also recomputed from the raw observations stored in its result.json, so a
 verdict cannot disagree with what was seen. Scenarios that depend on which worker or thread
-serves a step run three times here and must give the same verdict each time; the others run
-once here and once in their notebook (tests/test_notebooks.py), which asserts the same verdicts.
+serves a step run twice here and once in their notebook (tests/test_notebooks.py, which asserts
+the same verdicts), and must give the same verdict each time; the others run once here and once
+in their notebook.
 
 The last run of every cause has the stale-data doctor installed in the app, broken or fixed
 alike (`make doctor`): the verdict must not change, the broken app must be reported with its
@@ -45,8 +46,9 @@ def test_scenario_gives_the_expected_verdict(cause: str, app: str, backend: str,
     kind = MODULES[cause].CAUSE.kind
     # The plain run of every cell is also made by its cause's notebook (tests/test_notebooks.py
     # asserts the same expected verdicts), so a cause that is not steered runs here once, with
-    # the doctor: two runs of each cell in the suite, one of them with the doctor.
-    runs = 3 if cause in STEERED else 1
+    # the doctor (two runs of each cell in the suite), and a steered one twice, the second with
+    # the doctor (three runs in the suite).
+    runs = 2 if cause in STEERED else 1
     lines: list[str] = []
     for run in range(runs):
         with_doctor = kind == "cause" and run == runs - 1
