@@ -88,6 +88,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         contacts = [{"id": c.id, "name": c.name} for c in queries.list_contacts(current_session())]
         return web.render_page(queries.list_page(current_session(), filters), filters, contacts)
 
+    @app.get("/transactions/live")
+    def transactions_live_page() -> str:
+        return web.render_live_page()  # no query here: its script fetches /api/transactions
+
     def update_label(session: Session, tx_id: int, label: str | None, _seen_version: int) -> Transaction:
         # BUG: read-modify-write: the version the user saw is ignored, so an edit based on an old
         # page overwrites whatever was saved since, and both authors are told they succeeded

@@ -89,6 +89,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         contacts = [{"id": c.id, "name": c.name} for c in queries.list_contacts(current_session())]
         return web.render_page(queries.list_page(current_session(), filters), filters, contacts)
 
+    @app.get("/transactions/live")
+    def transactions_live_page() -> str:
+        return web.render_live_page()  # no query here: its script fetches /api/transactions
+
     @app.post("/api/transactions/<int:tx_id>/label")
     def api_edit_label(tx_id: int) -> dict[str, Any]:
         body = web.json_body("label", "version")

@@ -353,6 +353,11 @@ def render_page(page: queries.Page, filters: queries.Filters, contacts: list[dic
     )
 
 
+def render_live_page() -> str:
+    """The list drawn in the browser: the page holds no rows, its script fetches /api/transactions."""
+    return render_template("live.html")
+
+
 def back_to_list(form: Mapping[str, str]) -> str:
     """Where a form edit returns: the list with the filters the user had (never another site).
 
@@ -391,7 +396,10 @@ def install(app: Flask, engine: Callable[[], Engine]) -> None:
     def _served_by(response: Response) -> Response:
         # Which process and thread answered: scenarios steer and judge by it.
         response.headers["X-Served-By"] = f"{os.getpid()}/{threading.get_native_id()}"
-        # Pages change with every edit: a browser or proxy may keep a copy but must revalidate.
+        # Pages and JSON change with every edit: a browser or proxy may keep a copy but must ask
+        # the server before every use (RFC 9111 5.2.2.4). No ETag or Last-Modified is sent, so
+        # that question is always a full request that runs the query: the live page's fetch()
+        # of /api/transactions sees each committed edit, on a reload or a new visit alike.
         response.headers.setdefault("Cache-Control", "no-cache")
         return response
 

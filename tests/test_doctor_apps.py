@@ -179,17 +179,44 @@ def test_locking_read_of_an_object_already_loaded(db_url: str, backend: str, ins
         locking_counter.teardown(app)
 
 @pytest.mark.parametrize("buggy", [True, False])
-def test_fsa_http_cache_headers(tmp_path: Path, install: Install, buggy: bool) -> None:
+def test_fsa_browser_cache_headers(tmp_path: Path, install: Install, buggy: bool) -> None:
+    # Headers that let the browser reuse a response built from tables: browser_cache (a cache in
+    # the client), not http_cache (a cache in the server: the view ran its SQL here).
     app = fsa_app(tmp_path, "headers", buggy=buggy)
     doctor = install(app, fsa_factory.db)
     response = app.test_client().get("/items/headers")
     assert response.status_code == 200
     if buggy:
-        finding = only(doctor, "http_cache")
+        finding = only(doctor, "browser_cache")
         assert finding.evidence["cache_control"] == "max-age=60"
         assert "items" in finding.evidence["tables"]
+        assert "http_cache" not in causes(doctor)
     else:
         assert response.headers["Cache-Control"] == "no-store"
+        assert doctor.findings == []
+
+
+@pytest.mark.parametrize("buggy", [True, False])
+def test_fsa_browser_cache_etag_answered_304_after_a_write(tmp_path: Path, install: Install, buggy: bool) -> None:
+    app = fsa_app(tmp_path, "tagged", buggy=buggy)
+    doctor = install(app, fsa_factory.db)
+    client = app.test_client()
+    first = client.get("/items/tagged")
+    assert first.status_code == 200 and first.headers["ETag"]
+    # The client revalidates before anything changed: 304 is right, on both sides.
+    assert client.get("/items/tagged", headers={"If-None-Match": first.headers["ETag"]}).status_code == 304
+    assert doctor.findings == []
+    assert client.post("/items/tagged", data={"name": "added"}).status_code == 201
+    again = client.get("/items/tagged", headers={"If-None-Match": first.headers["ETag"]})
+    if buggy:
+        assert again.status_code == 304  # the client keeps the list without the added item
+        finding = only(doctor, "browser_cache")
+        assert finding.evidence["written"] == ["items"]
+        assert finding.evidence["validator"] == f"etag:{first.get_etag()[0]}"
+        assert "304" in finding.proof
+        assert_request(finding, "GET", "/items/tagged", "items.tagged")
+    else:
+        assert again.status_code == 200 and again.json[0] == "added"
         assert doctor.findings == []
 
 
@@ -428,7 +455,7 @@ def test_findings_file_has_one_line_per_finding(tmp_path: Path, install: Install
     assert client.get("/items/headers").status_code == 200
     assert client.get("/items").status_code == 200  # clean: adds no line
     records = [json.loads(line) for line in path.read_text().splitlines()]
-    assert sorted(r["cause"] for r in records) == sorted(causes(doctor)) == ["http_cache", "offset_pagination"]
+    assert sorted(r["cause"] for r in records) == sorted(causes(doctor)) == ["browser_cache", "offset_pagination"]
     for record in records:
         assert {"cause", "proof", "evidence", "subject", "occurrences"} <= record.keys()
         assert record["occurrences"] == 1

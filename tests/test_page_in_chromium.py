@@ -76,3 +76,30 @@ def test_both_edits_from_the_page_in_chromium(server: GunicornServer) -> None:
         assert row.find_element(By.NAME, "contact_id").get_attribute("value") == "7"
         assert contact["name"] in row.text and int(row.get_attribute("data-version")) == version + 2
         assert row.find_element(By.NAME, "label").get_attribute("value") == "paid, seen in Chromium"
+
+
+def test_live_page_draws_the_api_rows_and_a_reload_shows_an_edit(server: GunicornServer) -> None:
+    """The live page in Chromium draws the rows of the server-rendered page (ids, versions,
+    labels); after an edit through the API, a reload fetches the rows again from the server."""
+    from selenium.webdriver.common.by import By
+
+    from lab.harness.browser import Browser
+    from lab.harness.server import Actor
+
+    base = f"http://127.0.0.1:{server.port}"
+    with chromium() as page_browser:
+        page_browser.get(base + LISTING)
+        rendered = [(int(r.get_attribute("data-id")), int(r.get_attribute("data-version")),
+                     r.find_element(By.NAME, "label").get_attribute("value") or None)
+                    for r in page_browser.find_elements(By.CSS_SELECTOR, "tr[data-id]")]
+    with Browser() as browser:
+        live = browser.open(base + LISTING.replace("/transactions", "/transactions/live"))
+        assert [(r["id"], r["version"], r["label"]) for r in live] == rendered and len(live) == 5
+        first = live[0]
+        reply = Actor("bob", server.port).post_json(f"/api/transactions/{first['id']}/label",
+                                                   {"label": "relabelled behind the page", "version": first["version"]})
+        assert reply.status == 200
+        again = browser.reload()[0]
+        assert (again["version"], again["label"]) == (first["version"] + 1, "relabelled behind the page")
+        fetched = browser.network("/api/transactions")
+        assert len(fetched) == 1 and not fetched[0]["from_cache"] and fetched[0]["cache_control"] == "no-cache"

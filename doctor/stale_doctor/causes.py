@@ -52,8 +52,7 @@ CAUSES: dict[str, CauseInfo] = {c.name: c for c in (
               "job in doctor.job() and commit/remove the session at its end"),
     CauseInfo("http_cache", "a page that reads changing tables is served from a cache",
               "do not cache pages that change with every edit; if one must be cached, delete the entries "
-              "an edit affects when it commits; send Cache-Control: no-store (or no-cache with a "
-              "validator derived from the rows' versions) on dynamic data"),
+              "an edit affects when it commits (the headers a browser obeys are browser_cache's)"),
     CauseInfo("offset_pagination", "pages numbered with OFFSET move under concurrent writes",
               "keyset pagination: the next page starts strictly after the last row shown"),
     CauseInfo("lost_update", "an UPDATE overwrites a row without checking what the user saw",
@@ -82,4 +81,8 @@ CAUSES: dict[str, CauseInfo] = {c.name: c for c in (
     CauseInfo("enqueue_before_commit", "a background task is sent before the transaction that wrote its rows commits",
               "send the task after commit() (or from an after-commit hook), so the worker's own transaction "
               "can see the change it is asked to process"),
+    CauseInfo("browser_cache", "a response built from changing tables lets the browser reuse it",
+              "send Cache-Control: no-store (or no-cache, with no validator or one derived from the rows' "
+              "versions) on dynamic data, never max-age, s-maxage, public or Expires; a 304 only when "
+              "nothing the response read has changed since its validator was issued"),
 )}

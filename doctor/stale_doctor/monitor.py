@@ -67,6 +67,7 @@ class Monitor:
         self.finished_loads: deque[objects.FinishedLoads] = deque(maxlen=256)
         self.endpoint_sql: dict[str, responses.EndpointStats] = {}
         self.table_commits: dict[str, float] = {}
+        self.validators_issued: dict[tuple[str, str], tuple[float, list[str]]] = {}  # (endpoint, tag) -> when, tables
         self.primary_commits: dict[str, float] = {}  # table -> wall time before this process's last COMMIT to it
         self.global_cache_seen = False
         self.last_full_gc = 0.0

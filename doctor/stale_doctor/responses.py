@@ -1,7 +1,10 @@
-"""Statements and responses: http_cache and offset_pagination.
+"""Statements and responses: http_cache, browser_cache and offset_pagination.
 
 Every statement a request runs is counted (so an endpoint that normally reads the database
-and once answers without a single statement was served from a view cache), checked for
+and once answers without a single statement was served from a view cache: http_cache, a cache
+in the server), its response headers read (a response built from tables that lets a browser or
+proxy reuse it unasked, or a validator answered 304 after a table it read was written:
+browser_cache, a cache in the client), checked for
 OFFSET beyond the first page, and for a locking read (FOR UPDATE, which protects a later
 read-modify-write from lost_update, and after which identity_map checks the objects written).
 """
@@ -76,14 +79,23 @@ def on_cursor_execute(m: "Monitor", conn: Any, cursor: Any, statement: str, para
                f"offset@{scope.endpoint}", scope, offset=offset, sql=statement[:300])
 
 
+MAX_VALIDATORS = 1024  # validators remembered per process (the oldest forgotten first)
+
+
 def check_response(m: "Monitor", scope: Scope, response: Any) -> None:
-    if scope.method not in ("GET", "HEAD") or not 200 <= response.status_code < 300 or scope.endpoint is None:
+    if scope.method not in ("GET", "HEAD") or scope.endpoint is None:
+        return
+    if response.status_code == 304:
+        _not_modified(m, scope, response)
+        return
+    if not 200 <= response.status_code < 300:
         return
     stats = m.endpoint_sql.setdefault(scope.endpoint, EndpointStats())
     if scope.statements:
         stats.runs_with_sql += 1
         stats.tables |= scope.tables_read
         _caching_headers(m, scope, response)
+        _remember_validators(m, scope, response)
         return
     if stats.runs_with_sql and not scope.sessions and not m.global_cache_seen:
         tables = sorted(stats.tables)
@@ -106,9 +118,50 @@ def _caching_headers(m: "Monitor", scope: Scope, response: Any) -> None:
     if not lets_cache:
         return
     tables = sorted(scope.tables_read)
-    m.emit("http_cache",
+    m.emit("browser_cache",
            f"{scope.label()} read {', '.join(tables) or 'the database'} and answered with "
            f"Cache-Control: {response.headers.get('Cache-Control') or '-'}"
-           f"{' and Expires' if response.expires else ''}: a browser or proxy may show this page after the data changed",
+           f"{' and Expires' if response.expires else ''}: a browser or proxy may reuse this response without "
+           f"asking, and show it after the data changed",
            f"headers@{scope.endpoint}", scope, location="", tables=tables,
            cache_control=response.headers.get("Cache-Control"), expires=response.headers.get("Expires"))
+
+
+def _validators(response: Any) -> list[str]:
+    tag, _weak = response.get_etag()
+    tags = [f"etag:{tag}"] if tag else []
+    return tags + ([f"last-modified:{response.headers['Last-Modified']}"] if response.headers.get("Last-Modified") else [])
+
+
+def _remember_validators(m: "Monitor", scope: Scope, response: Any) -> None:
+    """A 2xx built from tables with an ETag or Last-Modified: when it was issued, and from what."""
+    for tag in _validators(response):
+        m.validators_issued.pop((scope.endpoint, tag), None)
+        m.validators_issued[(scope.endpoint, tag)] = (time.monotonic(), sorted(scope.tables_read))
+    while len(m.validators_issued) > MAX_VALIDATORS:
+        m.validators_issued.pop(next(iter(m.validators_issued)))
+
+
+def _not_modified(m: "Monitor", scope: Scope, response: Any) -> None:
+    """A 304 for a validator this process issued with a response built from tables, when a table
+    it read was committed to since: the client keeps showing the rows from before the write."""
+    from flask import request
+
+    asked = [f"etag:{tag}" for tag in request.if_none_match.as_set(include_weak=True)]
+    if request.headers.get("If-Modified-Since"):
+        asked.append(f"last-modified:{request.headers['If-Modified-Since']}")
+    for tag in asked:
+        issued = m.validators_issued.get((scope.endpoint, tag))
+        if issued is None:
+            continue
+        issued_at, tables = issued
+        written = [t for t in tables if m.table_commits.get(t, 0.0) > issued_at]
+        if written:
+            m.emit("browser_cache",
+                   f"{scope.label()} answered 304 Not Modified to {tag.split(':', 1)[0]} {tag.split(':', 1)[1]}, "
+                   f"issued with a response that read {', '.join(tables)}; this process committed to "
+                   f"{', '.join(written)} since: the client keeps showing the rows from before that write "
+                   f"(the validator is not derived from what changed)",
+                   f"notmodified@{scope.endpoint}", scope, location="", tables=tables, written=written,
+                   validator=tag, cache_control=response.headers.get("Cache-Control"))
+            return

@@ -7,12 +7,15 @@ With `buggy=True` its views have one stale-data bug each; with `buggy=False` the
 - GET /items/page?offset=N: an OFFSET page (offset_pagination when N > 0);
 - POST /items/<id>/rename: load, modify, commit without version_id_col (lost_update) /
   a conditional UPDATE ... WHERE id = ? AND version = ?;
-- GET /items/headers: Cache-Control: max-age=60 (http_cache) / no-store.
+- GET /items/headers: Cache-Control: max-age=60 (browser_cache) / no-store;
+- GET /items/tagged: the newest items with `no-cache` and an ETag built from the query string only, so
+  it answers 304 after POST /items/tagged added one (browser_cache) / built from the rows' ids and versions.
 GET /items is always clean.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -90,6 +93,23 @@ def headers() -> Response:
     response = jsonify([item.name for item in db.session.scalars(select(Item).limit(3))])
     response.headers["Cache-Control"] = "max-age=60" if _buggy() else "no-store"
     return response
+
+
+@bp.get("/tagged")
+def tagged() -> Response:
+    items = db.session.scalars(select(Item).order_by(Item.id.desc()).limit(3)).all()
+    tag = (request.query_string.decode() or "all") if _buggy() else ",".join(f"{i.id}.{i.version}" for i in items)
+    response = jsonify([item.name for item in items])
+    response.headers["Cache-Control"] = "no-cache"
+    response.set_etag(hashlib.sha256(tag.encode()).hexdigest()[:16])
+    return response.make_conditional(request)
+
+
+@bp.post("/tagged")
+def add_tagged() -> tuple[Response, int]:
+    db.session.add(Item(name=request.form.get("name", "new")))
+    db.session.commit()
+    return jsonify({}), 201
 
 
 def create_app(db_path: str, *, buggy: bool = True, **config: Any) -> Flask:
