@@ -82,4 +82,8 @@ CAUSES: dict[str, CauseInfo] = {c.name: c for c in (
     CauseInfo("enqueue_before_commit", "a background task is sent before the transaction that wrote its rows commits",
               "send the task after commit() (or from an after-commit hook), so the worker's own transaction "
               "can see the change it is asked to process"),
+    CauseInfo("prefork_refresher", "a thread started before the fork (a cache refresher) does not run in the workers",
+              "start the thread in the process that serves, after the fork: lazily per process id at the first "
+              "request, `os.register_at_fork(after_in_child=...)` or gunicorn's `post_fork` hook; or keep the "
+              "data in a store every worker reads (the database, Redis)"),
 )}
