@@ -3,7 +3,8 @@
 What the user sees: under `gunicorn --preload` every worker serves the asset prices it had when
 it was forked, for ever: a price changed in the database never shows in /api/prices, though the
 copy is meant to be refreshed every few seconds; without --preload, or with one process
-(`flask run`), it works, and restarting the workers does not help (they fork from the master).
+(`flask run`), it works; a worker gunicorn restarts gets the master's copy of that moment,
+frozen again.
 Why: create_app() reads the prices and starts the refresher thread where the app is created,
 and `gunicorn --preload` creates it in the master before forking the workers. fork() copies the
 process's memory (the dict of prices) into each worker but only the thread that called fork:
