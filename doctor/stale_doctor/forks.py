@@ -5,9 +5,11 @@ child (Python's os.fork docs): a refresher started at import or in create_app un
 `gunicorn --preload` keeps refreshing the master's copy while every worker serves the copy it
 was forked with. Just before each fork (`os.register_at_fork(before=...)`), the threads alive in
 the parent are noted with the function each runs (its outermost frame, from
-`sys._current_frames()`); at the child's first request the ones started by the app's own code
-(its packages, or code outside the libraries and the standard library) that are not alive in
-the child are reported, once per process. The doctor's own threads and the libraries' (gunicorn,
+`sys._current_frames()`); at the end of the child's first request the ones started by the
+app's own code (its packages, or code outside the libraries and the standard library) that do
+not run in the child, and were not started again there (no live thread with that name or
+function: an app that starts its refresher lazily per process is quiet), are reported, once
+per process. The doctor's own threads and the libraries' (gunicorn,
 SQLAlchemy, ...) are left out. A fork only runs the hooks when it returns to Python
 (os.fork, multiprocessing's fork), not a subprocess launch. The behaviour of the app is never
 changed.
@@ -70,18 +72,24 @@ def _started_by_app(thread: dict[str, Any], packages: tuple[str, ...]) -> bool:
 
 
 def check_first_request(m: "Monitor", packages: tuple[str, ...]) -> None:
-    """At a forked child's first request: the app's threads the parent had and this process has not."""
+    """At the end of a forked child's first request: the app's threads the parent had that do
+    not run here and were not started again (no live thread of that name or function)."""
     parent, m.fork_parent = m.fork_parent, None  # once per process
     if not parent:
         return
-    alive = {thread.ident for thread in threading.enumerate() if thread.is_alive()}
-    lost = [t for t in parent["threads"] if t["ident"] not in alive and _started_by_app(t, packages)]
+    frames = sys._current_frames()
+    alive = [t for t in threading.enumerate() if t.is_alive()]
+    idents = {t.ident for t in alive}
+    names = {t.name for t in alive}
+    runs = {target[1] for target in (_target(frames.get(t.ident)) for t in alive if t.ident in frames) if target}
+    lost = [t for t in parent["threads"] if t["ident"] not in idents and t["name"] not in names
+            and t["runs"] not in runs and _started_by_app(t, packages)]
     if not lost:
         return
-    names = ", ".join(f"{t['name']!r} ({t['runs']})" for t in lost)
+    described = ", ".join(f"{t['name']!r} ({t['runs']})" for t in lost)
     m.emit("prefork_refresher",
-           f"thread {names} was running in process {parent['pid']} when it forked this process {os.getpid()}, "
-           "and does not run here: fork() copies memory but not threads, so whatever it keeps current "
-           "(a cache, a refreshed table) is a copy from the fork in this process",
+           f"thread {described} was running in process {parent['pid']} when it forked this process {os.getpid()}, "
+           "and runs nowhere here (not started again by its first request): fork() copies memory but not threads, "
+           "so whatever it keeps current (a cache, a refreshed table) is a copy from the fork in this process",
            f"{parent['pid']}:{','.join(t['name'] for t in lost)}", m.watched(),
            parent_pid=parent["pid"], lost_threads=[{k: t[k] for k in ("name", "runs", "daemon")} for t in lost])

@@ -287,8 +287,6 @@ class Monitor:
         if state is None:
             return
         creation.note_request(self, app)
-        if self.fork_parent is not None:
-            forks.check_first_request(self, state.settings.app_packages)
         objects.sweep_survivors(self, scope)
         transactions.sweep_ages(self, scope)
         sessions.check_leftovers(self, state, scope)
@@ -299,6 +297,10 @@ class Monitor:
             return
         scope.status = response.status_code
         responses.check_response(self, scope, response)
+        if self.fork_parent is not None:
+            state = self.state_for(app)
+            if state is not None:
+                forks.check_first_request(self, state.settings.app_packages)
         cookies.check_session(self, scope)
 
     def _request_tearing_down(self, app: flask.Flask, exc: BaseException | None = None, **_: Any) -> None:
