@@ -25,7 +25,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import Session, scoped_session, sessionmaker  # BUG: a registry of our own
 from werkzeug.wrappers import Response
 
-from lab import jobs, labmode, queries, routing, web
+from lab import jobs, labmode, prices, queries, routing, web
 from lab.engine import configure_engine, database_url, engine_options
 from lab.models import COLUMN_DEFAULTS_OPTION, Base, utc_now
 
@@ -101,6 +101,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.get("/transactions/live")
     def transactions_live_page() -> str:
         return web.render_live_page()  # no query here: its script fetches /api/transactions
+
+    # Asset prices: a copy in memory per process, refreshed every PRICES_REFRESH_SECONDS (lab/prices.py).
+    price_table = app.extensions["asset_prices"] = prices.PriceTable(url, prices.refresh_seconds(app.config))
+
+    @app.get("/api/prices")
+    def api_prices() -> dict[str, Any]:
+        price_table.ensure_running()  # FIX: the refresher runs in the process that serves: each worker, after the fork
+        return price_table.served()
 
     @app.post("/api/transactions/<int:tx_id>/label")
     def api_edit_label(tx_id: int) -> dict[str, Any]:

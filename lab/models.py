@@ -1,4 +1,4 @@
-"""The crypto-transactions schema: wallets, contacts and their transactions.
+"""The crypto-transactions schema: wallets, contacts and their transactions (and asset prices).
 
 Column types are chosen to behave the same on SQLite, PostgreSQL and MariaDB:
 - timestamps keep microseconds everywhere (MariaDB's plain DATETIME would drop them and
@@ -159,6 +159,16 @@ class Contact(Base):
     address: Mapped[Optional[str]] = mapped_column(String(CONTACT_TEXT_MAX_LENGTH))
     # When the contact was added (UTC, microseconds); the app gives its default (above).
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=app_default("contacts.created_at"))
+
+
+class AssetPrice(Base):
+    """A reference table the app keeps in memory and refreshes (lab/prices.py): USD per asset."""
+
+    __tablename__ = "asset_prices"
+
+    symbol: Mapped[str] = mapped_column(String(16), primary_key=True)  # the key: no secondary index
+    usd_price: Mapped[Decimal] = mapped_column(ExactDecimal())
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
 class Transaction(Base):

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 from sqlalchemy import Engine, delete, insert, text
 
-from lab.models import Base, Contact, Transaction, Wallet
+from lab.models import AssetPrice, Base, Contact, Transaction, Wallet
 
 MIN_SIZE, MAX_SIZE = 100, 1_000_000
 DEFAULT_SEED = 42
@@ -81,6 +81,14 @@ def reference_data(seed: int = DEFAULT_SEED) -> SeedData:
         for n in range(1, 41)
     ]
     return SeedData(wallets, contacts)
+
+
+def asset_prices(seed: int = DEFAULT_SEED) -> list[dict[str, Any]]:
+    """One USD price per asset the transactions use, all as of the data set's end."""
+    rng = random.Random(f"{seed}:prices")
+    symbols = sorted({symbol for tokens in TOKENS.values() for symbol in tokens})
+    return [{"symbol": symbol, "usd_price": Decimal(rng.randrange(1, 10**8)).scaleb(-4), "updated_at": END}
+            for symbol in symbols]
 
 
 def _address(rng: random.Random, chain: str) -> str:
@@ -148,8 +156,9 @@ def seed(engine: Engine, size: int, seed: int = DEFAULT_SEED, progress: bool | N
     started = time.perf_counter()
     reference = reference_data(seed)
     with engine.begin() as connection:
-        for model in (Transaction, Contact, Wallet):
+        for model in (Transaction, Contact, Wallet, AssetPrice):
             connection.execute(delete(model))
+        connection.execute(insert(AssetPrice), asset_prices(seed))
         connection.execute(insert(Wallet), reference.wallets)
         connection.execute(insert(Contact), reference.contacts)
         batch: list[dict[str, Any]] = []

@@ -66,6 +66,7 @@ def app(schema_ready: str) -> Iterator[Flask]:
         engine: Engine = db.engine
     seed.seed(engine, TEST_SEED_SIZE)
     yield flask_app
+    flask_app.extensions["asset_prices"].stop()  # its refresher, if a request started it
     engine.dispose()
 
 

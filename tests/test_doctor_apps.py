@@ -10,6 +10,7 @@ import gc
 import json
 import logging
 import os
+import threading
 import time
 import weakref
 from pathlib import Path
@@ -25,7 +26,7 @@ from stale_doctor.findings import Finding
 from stale_doctor.monitor import MONITOR
 
 from .doctor_apps import (celery_notify, forked_pool, fsa_factory, locking_counter, module_session, per_thread_session,
-                          replaced_file, replica_routing, thread_scoped)
+                          refreshed_cache, replaced_file, replica_routing, thread_scoped)
 
 Install = Callable[[Flask, Any], StaleDoctor]
 
@@ -639,3 +640,67 @@ def test_the_doctor_does_not_need_celery(monkeypatch: pytest.MonkeyPatch) -> Non
     assert tasks.publish_signals()  # celery is installed here: its publish signal is watched
     monkeypatch.setitem(__import__("sys").modules, "celery", None)  # as if it were not installed
     assert tasks.publish_signals() == []
+
+
+# ---- a refresher thread started before a fork ------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("buggy", [True, False])
+def test_prefork_refresher(tmp_path: Path, install: Install, buggy: bool) -> None:
+    app = refreshed_cache.create_app(str(tmp_path / "cache.db"), buggy=buggy)
+    findings_file = tmp_path / "findings.jsonl"
+    app.config["STALE_DOCTOR_FILE"] = str(findings_file)
+    doctor = install(app, app.extensions["sessionmaker"])
+    cache = app.extensions["cache"]
+    try:
+        # The parent serves first, so both apps have their refresher running in it when it forks.
+        assert app.test_client().get("/names").status_code == 200
+        assert any(t.name == refreshed_cache.THREAD_NAME for t in threading.enumerate())
+        pid = os.fork()
+        if pid == 0:  # the child: always leaves through os._exit
+            code = 1
+            try:
+                client = app.test_client()
+                code = 0 if all(client.get("/names").status_code == 200 for _ in range(2)) else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        cache.stop.set()
+    records = [json.loads(line) for line in findings_file.read_text().splitlines()] if findings_file.exists() else []
+    if buggy:
+        assert [r["cause"] for r in records] == ["prefork_refresher"]  # once per process, not per request
+        evidence = records[0]["evidence"]
+        assert evidence["pid"] == pid and evidence["parent_pid"] == os.getpid()
+        assert [t["name"] for t in evidence["lost_threads"]] == [refreshed_cache.THREAD_NAME]
+        assert "refreshed_cache" in evidence["lost_threads"][0]["runs"] and "loop" in evidence["lost_threads"][0]["runs"]
+        assert records[0]["evidence"]["request"]["endpoint"] == "names"
+    else:
+        assert records == []  # the child's first request started its own refresher
+    assert doctor.findings == []  # nothing happened in the parent
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_prefork_refresher_ignores_threads_of_libraries(tmp_path: Path, install: Install) -> None:
+    app = refreshed_cache.create_app(str(tmp_path / "cache.db"), buggy=False)
+    findings_file = tmp_path / "findings.jsonl"
+    app.config["STALE_DOCTOR_FILE"] = str(findings_file)
+    install(app, app.extensions["sessionmaker"])
+    stop = threading.Event()
+    library = threading.Thread(target=stop.wait, name="a library's timer", daemon=True)  # threading's own code
+    library.start()
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = 0 if app.test_client().get("/names").status_code == 200 else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        stop.set()
+        app.extensions["cache"].stop.set()
+    assert not findings_file.exists() or findings_file.read_text() == ""

@@ -85,4 +85,8 @@ CAUSES: dict[str, CauseInfo] = {c.name: c for c in (
               "send Cache-Control: no-store (or no-cache, with no validator or one derived from the rows' "
               "versions) on dynamic data, never max-age, s-maxage, public or Expires; a 304 only when "
               "nothing the response read has changed since its validator was issued"),
+    CauseInfo("prefork_refresher", "a thread started before the fork (a cache refresher) does not run in the workers",
+              "start the thread in the process that serves, after the fork: lazily per process id at the first "
+              "request, `os.register_at_fork(after_in_child=...)` or gunicorn's `post_fork` hook; or keep the "
+              "data in a store every worker reads (the database, Redis)"),
 )}

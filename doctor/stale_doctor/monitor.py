@@ -26,7 +26,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.pool import Pool
 
-from . import cookies, creation, files, objects, replicas, responses, sessions, tasks, transactions
+from . import cookies, creation, files, forks, objects, replicas, responses, sessions, tasks, transactions
 from .config import Settings
 from .evidence import user_frame
 from .findings import Finding, Sink
@@ -58,7 +58,9 @@ class Monitor:
         self._failed: set[str] = set()
         self._lock = threading.Lock()
         self.reset_process_state()
-        os.register_at_fork(after_in_child=self._after_fork)
+        self.fork_parent: dict[str, Any] | None = None  # the forking process and its threads (forks.py)
+        os.register_at_fork(before=self._before_fork, after_in_parent=self._after_fork_in_parent,
+                            after_in_child=self._after_fork)
 
     # ---- per-process state (forgotten in a forked child) ------------------------------
 
@@ -75,6 +77,13 @@ class Monitor:
         self.serving_apps: set[int] = set()  # id() of the apps that began a request in this process
         self.creation_reads: dict[str, dict[str, Any]] = {}  # table -> where and when the app read it at creation
         self.default_values: dict[str, tuple[Any, Any]] = {}  # "table.column" -> (last default value, row identity)
+
+    def _before_fork(self) -> None:
+        if self.installed:
+            self.guard(forks.before_fork)(self)
+
+    def _after_fork_in_parent(self) -> None:
+        self.fork_parent = None
 
     def _after_fork(self) -> None:
         inherited = self.creation_reads  # a preloaded app's reads at creation are frozen in every child too
@@ -289,6 +298,10 @@ class Monitor:
             return
         scope.status = response.status_code
         responses.check_response(self, scope, response)
+        if self.fork_parent is not None:
+            state = self.state_for(app)
+            if state is not None:
+                forks.check_first_request(self, state.settings.app_packages)
         cookies.check_session(self, scope)
 
     def _request_tearing_down(self, app: flask.Flask, exc: BaseException | None = None, **_: Any) -> None:
