@@ -2,12 +2,12 @@
 
 What the user sees: the edit answers 200 and is in the database, yet GET /api/transactions/<id>
 keeps answering the old label, on every worker, until the cached entry times out.
-Why: Flask-Caching's memoize key is a hash of the function's name and of the repr of its
-arguments (keyword arguments mapped to positional ones first). The read's route has no int
-converter, so Flask calls the view with the id as the string '7' and the entry is stored under
-the hash of "...api_transaction('7',){}"; the edits' routes convert the id, so their
-delete_memoized(api_transaction, 7) removes the hash of "...api_transaction(7,){}", a key that
-was never stored. The delete succeeds silently, the edit is committed, the cached page stays.
+Why: Flask-Caching's memoize key is a hash of the function's name and of str() of its
+arguments (keyword arguments mapped to positional ones first, so Flask's keyword call and a
+positional delete agree). The read's route has no int converter, so Flask calls the view with
+the id as the string '7' and the entry is stored under the hash of "...api_transaction('7',)";
+the edits' routes convert the id, so their delete_memoized(api_transaction, 7) removes the
+hash of "...api_transaction(7,)", a key that was never stored. Nothing warns.
 The staleness is in neither the ORM nor the database but in the shared cache (FileSystemCache).
 Cure: build both keys the same way: one converter, one call shape, one key function for the
 read and its invalidation (fixed/app.py), or a version in the key that the edit bumps.

@@ -5,10 +5,10 @@ FileSystemCache in that folder, one store for every gunicorn worker and thread o
 (a per-process SimpleCache invalidated by one worker would stay stale in the others). Unset,
 it is Flask-Caching's NullCache: every read goes to the database, as if there were no cache.
 
-The rule that keeps it fresh: the read and its invalidation build the key the same way. Both
-go through `forget(cache, details, tx_id)`'s single call shape, `details(int id)`:
-Flask-Caching's memoize key is a hash of the function's name and of `repr` of its arguments,
-so `details(7)` and `details("7")` are two keys, and deleting one leaves the other.
+The rule that keeps it fresh: the read and its invalidation build the key the same way. The
+app memoizes `api_transaction(tx_id)` and deletes with `delete_memoized(api_transaction, tx_id)`
+given the same int id: Flask-Caching's memoize key is a hash of the function's name and of
+str() of its arguments, so `(7,)` and `('7',)` are two keys, and deleting one leaves the other.
 
 With lab mode on and `LAB_CACHE_LOG` set, every get / set / delete of a key is appended to
 that file (process, key, hit or miss), so a scenario can name the key a read used and the key
