@@ -82,4 +82,9 @@ CAUSES: dict[str, CauseInfo] = {c.name: c for c in (
     CauseInfo("enqueue_before_commit", "a background task is sent before the transaction that wrote its rows commits",
               "send the task after commit() (or from an after-commit hook), so the worker's own transaction "
               "can see the change it is asked to process"),
+    CauseInfo("cache_key_mismatch", "an edit deleted cache keys, but a later read was answered from another key "
+              "holding the edited row as it was before",
+              "build the read's key and the invalidation's key the same way: one key function (or the same "
+              "memoized function called with arguments of the same types and values: 7 and '7' are two keys), "
+              "or put a version in the key that the edit bumps"),
 )}
