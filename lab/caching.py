@@ -50,8 +50,10 @@ class LoggedCache(Cache):
         return super().set(key, *args, **kwargs)
 
     def delete(self, key: str, *args: Any, **kwargs: Any) -> bool:
+        # Asked before the delete: FileSystemCache.delete answers True for a missing key too.
+        existed = self.has(key) if _logging() else None
         deleted = super().delete(key, *args, **kwargs)
-        _log("delete", key, existed=bool(deleted))
+        _log("delete", key, existed=existed)
         return deleted
 
 
@@ -60,10 +62,14 @@ def install(app: Flask) -> Cache:
     return LoggedCache(app, config=config_for(app))
 
 
+def _logging() -> bool:
+    return bool(os.environ.get("LAB_CACHE_LOG")) and os.environ.get("LAB_MODE") == "1"
+
+
 def _log(operation: str, key: str, **details: Any) -> None:
-    path = os.environ.get("LAB_CACHE_LOG")
-    if not path or os.environ.get("LAB_MODE") != "1":
+    if not _logging():
         return
+    path = os.environ["LAB_CACHE_LOG"]
     line = json.dumps({"op": operation, "key": key, "pid": os.getpid(), **details})
     with _LOG_LOCK, open(path, "a", encoding="utf-8") as log:
         log.write(line + "\n")
