@@ -92,10 +92,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         contacts = [{"id": c.id, "name": c.name} for c in queries.list_contacts(current_session())]
         return web.render_page(queries.list_page(current_session(), filters), filters, contacts)
 
-    cache = caching.install(app)  # one transaction's details, in a store all workers share (LAB_CACHE_DIR)
+    details_cache = caching.install(app)  # one transaction's details, in a store all workers share (LAB_CACHE_DIR)
 
     @app.get("/api/transactions/<int:tx_id>")
-    @cache.memoize()  # FIX: keyed on the route's int id, the very value the edits below delete
+    @details_cache.memoize()  # FIX: keyed on the route's int id, the very value the edits below delete
     def api_transaction(tx_id: int) -> dict[str, Any]:
         return web.row_dict(queries.get_transaction(current_session(), tx_id))
 
@@ -104,7 +104,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         # FIX: once an edit of a row has committed (its view returned a success), delete that
         # row's cached details with the same call shape as the read: api_transaction(int id).
         if request.method == "POST" and response.status_code < 400 and "tx_id" in (request.view_args or {}):
-            cache.delete_memoized(api_transaction, request.view_args["tx_id"])
+            details_cache.delete_memoized(api_transaction, request.view_args["tx_id"])
         return response
 
     @app.post("/api/transactions/<int:tx_id>/label")
