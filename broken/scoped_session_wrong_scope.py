@@ -25,7 +25,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import Session, scoped_session, sessionmaker  # BUG: a registry of our own
 from werkzeug.wrappers import Response
 
-from lab import jobs, labmode, prices, queries, routing, web
+from lab import caching, jobs, labmode, prices, queries, routing, web
 from lab.engine import configure_engine, database_url, engine_options
 from lab.models import COLUMN_DEFAULTS_OPTION, Base, utc_now
 
@@ -109,6 +109,21 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     def api_prices() -> dict[str, Any]:
         price_table.ensure_running()  # FIX: the refresher runs in the process that serves: each worker, after the fork
         return price_table.served()
+
+    details_cache = caching.install(app)  # one transaction's details, in a store all workers share (LAB_CACHE_DIR)
+
+    @app.get("/api/transactions/<int:tx_id>")
+    @details_cache.memoize()  # FIX: keyed on the route's int id, the very value the edits below delete
+    def api_transaction(tx_id: int) -> dict[str, Any]:
+        return web.row_dict(queries.get_transaction(current_session(), tx_id))
+
+    @app.after_request
+    def forget_edited(response: Response) -> Response:
+        # FIX: once an edit of a row has committed (its view returned a success), delete that
+        # row's cached details with the same call shape as the read: api_transaction(int id).
+        if request.method == "POST" and response.status_code < 400 and "tx_id" in (request.view_args or {}):
+            details_cache.delete_memoized(api_transaction, request.view_args["tx_id"])
+        return response
 
     @app.post("/api/transactions/<int:tx_id>/label")
     def api_edit_label(tx_id: int) -> dict[str, Any]:

@@ -25,8 +25,8 @@ from stale_doctor import ConfigError, StaleDataFound, StaleDoctor
 from stale_doctor.findings import Finding
 from stale_doctor.monitor import MONITOR
 
-from .doctor_apps import (celery_notify, forked_pool, fsa_factory, locking_counter, module_session, per_thread_session,
-                          refreshed_cache, replaced_file, replica_routing, thread_scoped)
+from .doctor_apps import (celery_notify, forked_pool, fsa_factory, locking_counter, memoized_details, module_session,
+                          per_thread_session, refreshed_cache, replaced_file, replica_routing, thread_scoped)
 
 Install = Callable[[Flask, Any], StaleDoctor]
 
@@ -704,3 +704,31 @@ def test_prefork_refresher_ignores_threads_of_libraries(tmp_path: Path, install:
         stop.set()
         app.extensions["cache"].stop.set()
     assert not findings_file.exists() or findings_file.read_text() == ""
+# ---- cache_key_mismatch: a memoized read and an invalidation that build two keys -------------
+
+@pytest.mark.parametrize("buggy", [True, False])
+def test_memoized_read_and_its_invalidation_build_other_keys(tmp_path: Path, install: Install, buggy: bool) -> None:
+    cache_dir = str(tmp_path / "cache")
+    reader_app = memoized_details.create_app(str(tmp_path / "memo.db"), cache_dir, buggy=buggy)
+    editor_app = memoized_details.create_app(str(tmp_path / "memo.db"), cache_dir, buggy=buggy)
+    reader_doctor, editor_doctor = install(reader_app, memoized_details.db), install(editor_app, memoized_details.db)
+    reader, editor = reader_app.test_client(), editor_app.test_client()
+    assert reader.get("/items/1").get_json()["name"] == "first"
+    assert reader.get("/items/2").get_json()["name"] == "second"
+    editor.post("/items/2/rename", json={"name": "second, renamed"})  # another row: no finding for row 1
+    assert reader.get("/items/1").get_json()["name"] == "first"
+    assert editor.post("/items/1/rename", json={"name": "renamed"}).get_json()["name"] == "renamed"
+    seen = reader.get("/items/1").get_json()["name"]
+    assert reader_doctor.findings == editor_doctor.findings  # one process: the findings are kept once
+    mismatches = [f for f in reader_doctor.findings if f.cause == "cache_key_mismatch"]
+    if buggy:
+        assert seen == "first"
+        assert len(mismatches) == 1, [f.proof for f in mismatches]
+        finding = mismatches[0]
+        assert_request(finding, "GET", "/items/1", "details")
+        assert finding.evidence["row"] == "memo_items:1"
+        assert finding.evidence["key_served"] not in finding.evidence["keys_deleted"]
+        assert "POST /items/1/rename" in finding.evidence["edited_by"]
+    else:
+        assert seen == "renamed"
+        assert mismatches == []

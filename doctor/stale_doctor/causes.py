@@ -89,4 +89,9 @@ CAUSES: dict[str, CauseInfo] = {c.name: c for c in (
               "start the thread in the process that serves, after the fork: lazily per process id at the first "
               "request, `os.register_at_fork(after_in_child=...)` or gunicorn's `post_fork` hook; or keep the "
               "data in a store every worker reads (the database, Redis)"),
+    CauseInfo("cache_key_mismatch", "an edit deleted cache keys, but a later read was answered from another key "
+              "holding the edited row as it was before",
+              "build the read's key and the invalidation's key the same way: one key function (or the same "
+              "memoized function called with arguments of the same types and values: 7 and '7' are two keys), "
+              "or put a version in the key that the edit bumps"),
 )}

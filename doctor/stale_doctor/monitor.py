@@ -26,7 +26,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.pool import Pool
 
-from . import cookies, creation, files, forks, objects, replicas, responses, sessions, tasks, transactions
+from . import cookies, creation, datacache, files, forks, objects, replicas, responses, sessions, tasks, transactions
 from .config import Settings
 from .evidence import user_frame
 from .findings import Finding, Sink
@@ -135,6 +135,9 @@ class Monitor:
                      lambda conn, cursor, stmt, params, context, many: replicas.after_cursor_execute(self, conn, context))
         self._listen(Engine, "commit", lambda conn: replicas.on_commit(self, conn))
         self._listen(Engine, "rollback", lambda conn: replicas.on_rollback(self, conn))
+        self._listen(Session, "after_flush", lambda session, ctx: datacache.on_after_flush(self, session))
+        self._listen(Session, "after_commit", lambda session: datacache.on_after_commit(self, session))  # before sessions'
+        self._listen(Session, "after_rollback", lambda session: datacache.on_after_rollback(self, session))
         self._listen(Session, "do_orm_execute", lambda state: s.on_orm_execute(self, state))
         self._listen(Session, "after_begin", lambda session, trans, conn: s.on_after_begin(self, session, conn))
         self._listen(Session, "before_flush", lambda session, ctx, instances: s.on_before_flush(self, session))
@@ -145,6 +148,10 @@ class Monitor:
         self._listen(Session, "before_flush", lambda session, ctx, instances: creation.on_before_flush(self, session))
         self._listen(Session, "after_flush", lambda session, ctx: creation.on_after_flush(self, session))
         self._listen(Session, "after_transaction_end", lambda session, trans: s.on_transaction_end(self, session, trans))
+        on_load_row = datacache.load_listener(self)  # the rows each request loads: it guards itself
+        for name in ("load", "refresh"):
+            event.listen(Mapper, name, on_load_row, raw=True)
+            self._listeners.append((Mapper, name, on_load_row))
         on_load = o.load_listener(self)  # once per loaded row: it guards itself
         for name in ("load", "refresh"):
             event.listen(Mapper, name, on_load, raw=True)
@@ -288,6 +295,7 @@ class Monitor:
         if state is None:
             return
         creation.note_request(self, app)
+        datacache.wrap_caches(self, app)  # Flask-Caching's backends, once each
         objects.sweep_survivors(self, scope)
         transactions.sweep_ages(self, scope)
         sessions.check_leftovers(self, state, scope)
@@ -309,6 +317,7 @@ class Monitor:
         if scope is None or scope.kind != "request":
             return
         sessions.check_pending(self, scope)
+        datacache.request_ended(scope.serial)
         scope.ended = True
 
     def _got_request_exception(self, app: flask.Flask, exception: BaseException, **_: Any) -> None:

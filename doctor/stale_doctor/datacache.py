@@ -1,0 +1,189 @@
+"""Data caches: cache_key_mismatch, an edit that deletes another cache key than its read stored.
+
+Flask-Caching keeps each `Cache`'s backend in `app.extensions["cache"]` ({Cache: backend}).
+When the doctor is enabled it wraps that backend's public `get` / `set` / `delete` /
+`delete_many` once (the wrapper calls the original and returns its result unchanged), and keeps
+a few notes of its own in the same store (so they are shared by every worker that shares it),
+under keys starting with `stale_doctor:`:
+- a `set` in a request notes which rows that request had loaded (table and primary key);
+- a `delete` in a request that committed writes to rows notes, per written row, the keys the
+  request deleted, and when;
+- a `get` that hits looks up the rows the value was built from: if one of them was written and
+  committed by a request that then deleted cache keys, after the value was stored, and this
+  key was not among them, the value is older than the edit and the edit's invalidation missed
+  it: the key deleted and the key served are the finding's evidence.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from sqlalchemy.orm import Session
+
+from .scopes import current
+from .sessions import TRACK_KEY
+
+if TYPE_CHECKING:
+    from .monitor import Monitor
+
+PREFIX = "stale_doctor:"
+WRAPPED = "_stale_doctor_wrapped"
+WRITTEN_KEY = "stale_doctor.cache_rows_written"  # session.info: rows flushed, not yet committed
+NOTE_SECONDS = 3600
+
+_committed_rows: dict[int, set[tuple[str, str]]] = {}  # request serial -> rows its commits wrote
+_loaded_rows: dict[int, set[tuple[str, str]]] = {}  # request serial -> rows it loaded
+
+
+def _row(state: Any) -> tuple[str, str] | None:
+    if state.identity is None:
+        return None
+    return state.mapper.local_table.name, "/".join(str(part) for part in state.identity)
+
+
+def load_listener(m: "Monitor") -> Callable[..., None]:
+    """Rows (table, primary key) each request loads: what a value it caches was built from."""
+    get_scope = current.get
+
+    def on_load(state: Any, context: Any, *_keys: Any) -> None:
+        try:
+            scope = get_scope()
+            if scope is not None and scope.kind == "request" and (row := _row(state)) is not None:
+                _loaded_rows.setdefault(scope.serial, set()).add(row)
+        except Exception:
+            m.internal_error("datacache.on_load")
+
+    return on_load
+
+
+def on_after_flush(m: "Monitor", session: Session) -> None:
+    from sqlalchemy import inspect
+
+    written = session.info.setdefault(WRITTEN_KEY, set())
+    for obj in [*session.dirty, *session.deleted]:
+        row = _row(inspect(obj))
+        if row is not None:
+            written.add(row)
+
+
+def on_after_commit(m: "Monitor", session: Session) -> None:
+    """Rows this commit wrote: flushed objects, and (for ORM or Core UPDATE / DELETE statements,
+    whose rows are not known) the rows the request loaded from the tables the commit wrote.
+    Runs before sessions.on_after_commit, which clears the record of the tables written."""
+    written = session.info.pop(WRITTEN_KEY, None) or set()
+    scope = m.watched()
+    track = session.info.get(TRACK_KEY)
+    tables = set(track.wrote["tables"]) if track is not None and track.wrote is not None else set()
+    if scope is None or scope.kind != "request":
+        return
+    written |= {row for row in _loaded_rows.get(scope.serial, ()) if row[0] in tables}
+    if written:
+        _committed_rows.setdefault(scope.serial, set()).update(written)
+
+
+def on_after_rollback(m: "Monitor", session: Session) -> None:
+    session.info.pop(WRITTEN_KEY, None)
+
+
+def request_ended(serial: int) -> None:
+    _committed_rows.pop(serial, None)
+    _loaded_rows.pop(serial, None)
+
+
+def wrap_caches(m: "Monitor", app: Any) -> None:
+    """Wrap the backends of the app's Flask-Caching `Cache` objects (once each)."""
+    for backend in list((app.extensions.get("cache") or {}).values()):
+        if backend is None or getattr(backend, WRAPPED, False):
+            continue
+        try:
+            _wrap(m, backend)
+        except (AttributeError, TypeError):
+            continue  # a backend that does not take attributes: not watched
+
+
+def _wrap(m: "Monitor", backend: Any) -> None:
+    get, set_, delete, delete_many = backend.get, backend.set, backend.delete, backend.delete_many
+
+    def watched_get(key: Any, *args: Any, **kwargs: Any) -> Any:
+        value = get(key, *args, **kwargs)
+        if value is not None and _ours(key):
+            m.guard(_on_hit)(m, get, key)
+        return value
+
+    def watched_set(key: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+        result = set_(key, value, *args, **kwargs)
+        if _ours(key):
+            m.guard(_on_set)(m, set_, key)
+        return result
+
+    def watched_delete(key: Any, *args: Any, **kwargs: Any) -> Any:
+        result = delete(key, *args, **kwargs)
+        if _ours(key):
+            m.guard(_on_delete)(m, get, set_, [key])
+        return result
+
+    def watched_delete_many(*keys: Any, **kwargs: Any) -> Any:
+        result = delete_many(*keys, **kwargs)
+        mine = [key for key in keys if _ours(key)]
+        if mine:
+            m.guard(_on_delete)(m, get, set_, mine)
+        return result
+
+    backend.get, backend.set, backend.delete, backend.delete_many = (watched_get, watched_set, watched_delete,
+                                                                      watched_delete_many)
+    setattr(backend, WRAPPED, True)
+
+
+def _ours(key: Any) -> bool:
+    """The app's keys: not the doctor's notes, not cachelib's own (its FileSystemCache counter),
+    not Flask-Caching's per-function version keys ("<function>_memver", shared by all its keys)."""
+    return isinstance(key, str) and not key.startswith((PREFIX, "__wz_")) and not key.endswith("_memver")
+
+
+def _request(m: "Monitor") -> Any:
+    scope = m.watched()
+    return scope if scope is not None and scope.kind == "request" else None
+
+
+def _on_set(m: "Monitor", set_: Callable[..., Any], key: str) -> None:
+    scope = _request(m)
+    if scope is None:
+        return
+    rows = sorted(_loaded_rows.get(scope.serial, ()))
+    if rows:
+        set_(f"{PREFIX}set:{key}", {"at": time.time(), "rows": rows, "request": scope.label()}, timeout=NOTE_SECONDS)
+
+
+def _on_delete(m: "Monitor", get: Callable[..., Any], set_: Callable[..., Any], keys: list[str]) -> None:
+    scope = _request(m)
+    if scope is None:
+        return
+    for table, ident in sorted(_committed_rows.get(scope.serial, ())):
+        note_key = f"{PREFIX}deleted:{table}:{ident}"
+        note = get(note_key)
+        same = note is not None and note.get("serial") == (scope.pid, scope.serial)
+        deleted = (list(note["keys"]) if same else []) + keys
+        set_(note_key, {"at": time.time(), "keys": deleted, "request": scope.label(), "serial": (scope.pid, scope.serial)},
+             timeout=NOTE_SECONDS)
+
+
+def _on_hit(m: "Monitor", get: Callable[..., Any], key: str) -> None:
+    scope = _request(m)
+    if scope is None:
+        return
+    stored = get(f"{PREFIX}set:{key}")
+    if not stored:
+        return
+    for table, ident in stored["rows"]:
+        note = get(f"{PREFIX}deleted:{table}:{ident}")
+        if note is None or note["at"] <= stored["at"] or key in note["keys"]:
+            continue
+        deleted = ", ".join(repr(k) for k in note["keys"])
+        m.emit("cache_key_mismatch",
+               f"{scope.label()} was answered from cache key {key!r}, stored by {stored['request']} from {table} "
+               f"row {ident}; {note['request']} then committed a change to that row and deleted {deleted}, "
+               f"not this key: the edit's invalidation builds another key than the read",
+               f"cachekey@{scope.endpoint}:{key}", scope, location="", key_served=key, keys_deleted=note["keys"],
+               row=f"{table}:{ident}", stored_by=stored["request"], edited_by=note["request"])
+        return
