@@ -34,7 +34,8 @@ def test_every_cause_and_myth_of_the_design_has_a_scenario() -> None:
                 "background_app_context", "http_cache", "offset_pagination", "lost_update",
                 "myth_expire_all", "myth_remove", "myth_flush",
                 "identity_map", "import_time", "session_cookie_snapshot", "sqlite_file_replaced", "replica_lag",
-                "enqueue_before_commit", "browser_cache", "prefork_refresher"}
+                "enqueue_before_commit", "browser_cache", "prefork_refresher",
+                "cache_key_mismatch"}
     assert required <= set(MODULES), f"missing scenarios: {sorted(required - set(MODULES))}"
     assert set(MODULES) <= set(load_expected()), "every scenario needs its cells in expected_matrix.json"
 
