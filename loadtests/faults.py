@@ -56,6 +56,7 @@ from loadtests.runner import LoadOptions, audit_rows, locust_env, read_logs, ser
 GRACE_SECONDS = 2.0
 RECOVERY_TARGET_SECONDS = 2.0
 WAIT_LIMIT_SECONDS = 60.0  # a server not back after this long fails the run, clearly
+ANSWER_LIMIT_SECONDS = 15.0  # an app whose new workers do not answer by then is said so, and the run goes on
 FAULTS = ("worker_kill", "server_restart", "connections_killed", "pool_exhausted", "slots_exhausted")
 
 
@@ -113,11 +114,24 @@ def worker_kill(context: FaultContext, kills: int = 3, every: float = 2.0) -> Wi
         killed.append(victim)
         if number < kills - 1:
             time.sleep(every)
-    _wait(lambda: len([p for p in _children(server.process.pid) if p not in killed]) >= server.workers
-          and server.answers(), "gunicorn's workers back")
-    window.ended = time.monotonic()
-    window.note = f"SIGKILL to workers {', '.join(map(str, killed))}"
+    _wait(lambda: len([p for p in _children(server.process.pid) if p not in killed]) >= server.workers,
+          "gunicorn's workers back")
+    window.ended = time.monotonic()  # the fault is over: what the app does next is judged outside the window
+    answered = _within(server.answers, ANSWER_LIMIT_SECONDS)
+    window.note = f"SIGKILL to workers {', '.join(map(str, killed))}" + (
+        "" if answered else f"; the new workers did not answer within {ANSWER_LIMIT_SECONDS:.0f} s (all their threads busy or hung)")
     return window
+
+
+def _within(condition: Callable[[], bool], seconds: float) -> bool:
+    """Whether `condition` became true within `seconds` (a broken app may never answer again:
+    that is a finding of the run, not a failure of the fault)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _server_answers(db_url: str) -> bool:
@@ -221,14 +235,21 @@ POOL_HELD_SECONDS = 3.0
 def pool_exhausted(context: FaultContext) -> Window:
     """Every connection of each worker's pool checked out by sessions held in that worker.
     Several takes are sent at once, so that each worker accepts one (a worker already taking
-    answers "busy"); each worker holds its connections POOL_HELD_SECONDS from its take."""
+    answers "busy"); each worker holds its connections POOL_HELD_SECONDS from its take. A
+    worker that does not answer the take (a broken app whose threads are all hung) is said so
+    in the note: that is the app's state, not a failure of the fault."""
     server = context.server
     window = Window("pool_exhausted", time.monotonic())
     taken: dict[str, dict[str, Any]] = {}
-    actor = Actor("faults", server.port, timeout=WAIT_LIMIT_SECONDS)
+    unanswered: list[str] = []
+    actor = Actor("faults", server.port, timeout=ANSWER_LIMIT_SECONDS)
 
     def take() -> None:
-        reply = actor.get("/_lab/take-pool", seconds=POOL_HELD_SECONDS)
+        try:
+            reply = actor.get("/_lab/take-pool", seconds=POOL_HELD_SECONDS)
+        except OSError as error:  # timed out or refused
+            unanswered.append(type(error).__name__)
+            return
         if reply.status != 200:
             raise RuntimeError(f"/_lab/take-pool answered HTTP {reply.status}: {reply.text[:200]}")
         answer = reply.json()
@@ -238,17 +259,21 @@ def pool_exhausted(context: FaultContext) -> Window:
     for _round in range(5):  # bounded: a worker never reached is said in the note
         with ThreadPoolExecutor(max_workers=2 * server.workers) as pool:
             list(pool.map(lambda _n: take(), range(2 * server.workers)))
-        if len(taken) >= server.workers:
+        if len(taken) >= server.workers or unanswered:
             break
-    if not taken:
-        raise RuntimeError("no worker took its pool")
-    time.sleep(max(0.0, max(t["at"] for t in taken.values()) + POOL_HELD_SECONDS - time.monotonic()))
+    if taken:
+        time.sleep(max(0.0, max(t["at"] for t in taken.values()) + POOL_HELD_SECONDS - time.monotonic()))
     window.ended = time.monotonic()
-    window.detail = {"workers": {pid: {"held": t["held"], "capacity": t["capacity"]} for pid, t in taken.items()}}
+    window.detail = {"workers": {pid: {"held": t["held"], "capacity": t["capacity"]} for pid, t in taken.items()},
+                     "unanswered_takes": len(unanswered)}
     counts = ", ".join(f"{t['held']}/{t['capacity']}" for t in taken.values())
     window.note = (f"{counts} pool connections taken in worker{'s' if len(taken) > 1 else ''} {', '.join(taken)}, "
-                   f"held {POOL_HELD_SECONDS:g} s"
-                   + ("" if len(taken) == server.workers else f"; only {len(taken)} of {server.workers} workers reached"))
+                   f"held {POOL_HELD_SECONDS:g} s" if taken else "no worker took its pool")
+    if len(taken) < server.workers:
+        window.note += f"; only {len(taken)} of {server.workers} workers reached"
+    if unanswered:
+        window.note += (f"; {len(unanswered)} takes unanswered within {ANSWER_LIMIT_SECONDS:.0f} s "
+                        f"(the workers' threads busy or hung)")
     return window
 
 
