@@ -94,12 +94,21 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _wait(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_LIMIT_SECONDS
+def _within(condition: Callable[[], bool], seconds: float) -> bool:
+    """Whether `condition` became true within `seconds` (a broken app may never answer again:
+    that is a finding of the run, not a failure of the fault)."""
+    deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not after {WAIT_LIMIT_SECONDS:.0f} s")
+            return False
         time.sleep(0.05)
+    return True
+
+
+def _wait(condition: Callable[[], bool], what: str) -> None:
+    """`condition` must become true within WAIT_LIMIT_SECONDS, or the run fails saying what."""
+    if not _within(condition, WAIT_LIMIT_SECONDS):
+        raise RuntimeError(f"{what}: not after {WAIT_LIMIT_SECONDS:.0f} s")
 
 
 def worker_kill(context: FaultContext, kills: int = 3, every: float = 2.0) -> Window:
@@ -121,17 +130,6 @@ def worker_kill(context: FaultContext, kills: int = 3, every: float = 2.0) -> Wi
     window.note = f"SIGKILL to workers {', '.join(map(str, killed))}" + (
         "" if answered else f"; the new workers did not answer within {ANSWER_LIMIT_SECONDS:.0f} s (all their threads busy or hung)")
     return window
-
-
-def _within(condition: Callable[[], bool], seconds: float) -> bool:
-    """Whether `condition` became true within `seconds` (a broken app may never answer again:
-    that is a finding of the run, not a failure of the fault)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def _server_answers(db_url: str) -> bool:
