@@ -197,16 +197,22 @@ def seen_version(value: Any) -> int:
     return value
 
 
-def label_value(value: Any) -> str | None:
+def _optional_text(field: str, value: Any, max_length: int) -> str | None:
+    """An optional text field: null, or a string of at most `max_length` characters once
+    stripped (empty: none)."""
     if value is None:
         return None
     if not isinstance(value, str):
-        raise BadInput("label", "must be a string or null")
-    _check_text("label", value)
+        raise BadInput(field, "must be a string or null")
+    _check_text(field, value)
     value = value.strip()
-    if len(value) > LABEL_MAX_LENGTH:
-        raise BadInput("label", f"at most {LABEL_MAX_LENGTH} characters, got {len(value)}")
+    if len(value) > max_length:
+        raise BadInput(field, f"at most {max_length} characters, got {len(value)}")
     return value or None
+
+
+def label_value(value: Any) -> str | None:
+    return _optional_text("label", value, LABEL_MAX_LENGTH)
 
 
 NOTE_MAX_LENGTH = 40
@@ -252,15 +258,7 @@ def contact_name(value: Any) -> str:
 
 def contact_address(value: Any) -> str | None:
     """A new contact's optional address (null or empty: none)."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise BadInput("address", "must be a string or null")
-    _check_text("address", value)
-    value = value.strip()
-    if len(value) > CONTACT_TEXT_MAX_LENGTH:
-        raise BadInput("address", f"at most {CONTACT_TEXT_MAX_LENGTH} characters, got {len(value)}")
-    return value or None
+    return _optional_text("address", value, CONTACT_TEXT_MAX_LENGTH)
 
 
 def my_wallet_ids(value: Any) -> list[int]:
