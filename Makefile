@@ -20,6 +20,7 @@ CAUSES := $(filter-out $(NOT_CAUSES),$(basename $(notdir $(wildcard scenarios/*.
 export LAB_TEST_POSTGRESQL_URL ?= postgresql+psycopg://lab:lab@127.0.0.1:5432/lab_test
 export LAB_TEST_MARIADB_URL ?= mysql+pymysql://lab:lab@127.0.0.1:3306/lab_test
 export LAB_TEST_POSTGRESQL_REPLICA_URL ?= postgresql+psycopg://lab:lab@127.0.0.1:5433/lab_test
+export LAB_TEST_MARIADB_REPLICA_URL ?= mysql+pymysql://lab:lab@127.0.0.1:3307/lab_test
 export LAB_TEST_BROKER_URL ?= redis://127.0.0.1:6379/7
 
 $(VENV)/.installed: requirements.lock

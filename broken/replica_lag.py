@@ -2,14 +2,14 @@
 
 What the user sees: the edit answers 200 and is committed on the primary, yet the page the user
 opens right after it still shows the old label; a moment later (the replica's lag) it is right.
-Why: the app writes to the primary and reads from a hot standby that replays the primary's
-write-ahead log some time behind it. The read runs in a fresh transaction with an empty
+Why: the app writes to the primary and reads from a replica (PostgreSQL's hot standby,
+MariaDB's replica) that applies the primary's log some time behind it. The read runs in a fresh transaction with an empty
 identity map, on a server that has not applied the commit yet: the staleness is in the
 database (a replica behind its primary), not in the ORM, and no session rule can cure it.
 Cure: read-your-writes (fixed/app.py, lab/routing.py): the edit hands the client the primary's
-write position after its commit (`pg_current_wal_lsn()`, a cookie); that client's next read
-waits, bounded, until the replica has replayed it (`pg_last_wal_replay_lsn()`), or reads from
-the primary.
+write position after its commit (a cookie: PostgreSQL's `pg_current_wal_lsn()`, MariaDB's
+`@@gtid_binlog_pos`); that client's next read waits, bounded, until the replica has applied it
+(`pg_last_wal_replay_lsn()`; `MASTER_GTID_WAIT()`), or reads from the primary.
 """
 
 from __future__ import annotations

@@ -9,12 +9,13 @@ request to the primary, and the reads of a safe request (GET, HEAD) to the repli
 
 A replica is behind its primary; a client that has just written must not read from it as if
 it were not. Read-your-writes: after a request commits, the primary's write position
-(`pg_current_wal_lsn()`, at or past the commit's record) goes back to the client in the
+(lab/replica.py: PostgreSQL's `pg_current_wal_lsn()`, at or past the commit's record; MariaDB's
+`@@gtid_binlog_pos`, which holds the commit's GTID) goes back to the client in the
 `db_position` cookie (and the `X-DB-Position` header, for API clients, who send it back in the
 same header). A later read by that client first waits, at most `LAB_REPLICA_WAIT_SECONDS`
 (2 s), until the replica has replayed that position, then reads there; if it has not by then,
 or the replica does not answer, the request reads from the primary instead, and says so in its
-`X-DB-Read` header (with the replica's replay position and the time waited: the lag, measured)
+`X-DB-Read` header (with the replica's applied position and the time waited: the lag, measured)
 and in the log. The position travels with the client, not in a process, so it holds across
 gunicorn workers and servers.
 """
@@ -29,15 +30,14 @@ from typing import Any
 from flask import Flask, current_app, g, has_request_context, request
 from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.session import Session
-from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import UpdateBase
 from werkzeug.wrappers import Response
 
 from lab import labmode
 from lab.engine import engine_options
-from lab.replica import ReplicaBehind, primary_position, wait_for_replay
+from lab.replica import ReplicaBehind, backend_of, primary_position, replay_position, wait_for_replay
 
 REPLICA_URL_KEY = "LAB_REPLICA_URL"
 WAIT_KEY = "LAB_REPLICA_WAIT_SECONDS"
@@ -48,7 +48,8 @@ POSITION_HEADER = "X-DB-Position"
 READ_HEADER = "X-DB-Read"
 POSITION_MAX_AGE_SECONDS = 300
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_LSN = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
+# A PostgreSQL log sequence number (16/B374D848) or a MariaDB GTID list (0-1-42,1-2-7).
+_POSITION = re.compile(r"^(?:[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}|\d{1,10}-\d{1,10}-\d{1,20}(?:,\d{1,10}-\d{1,10}-\d{1,20}){0,31})$")
 EXTENSION_KEY = "lab_routing"
 
 
@@ -71,7 +72,7 @@ class Router:
         where = self.replica.url.render_as_string(hide_password=True)
         try:
             with self.replica.connect() as connection:
-                replayed_at = connection.execute(text("SELECT pg_last_wal_replay_lsn()")).scalar_one()
+                replayed_at = replay_position(connection)
                 if position is None:
                     return "replica", f"replica; replayed {replayed_at}"
                 try:
@@ -117,9 +118,7 @@ def install(app: Flask, db: SQLAlchemy, read_your_writes: bool = True) -> Router
                            "SQLAlchemy(session_options={'class_': RoutingSession})")
     options = engine_options(url)
     options["connect_args"] = {**options.get("connect_args", {}), "connect_timeout": CONNECT_TIMEOUT_SECONDS}
-    if make_url(url).get_backend_name() != "postgresql":
-        raise ValueError(f"read routing waits on PostgreSQL log positions; {REPLICA_URL_KEY} names "
-                         f"{make_url(url).get_backend_name()}")
+    backend_of(url)  # a PostgreSQL standby or a MariaDB replica: the positions it can wait on
     router = Router(create_engine(url, **options), read_your_writes,
                     float(app.config.get(WAIT_KEY) or os.environ.get(WAIT_KEY) or DEFAULT_WAIT_SECONDS))
     app.extensions[EXTENSION_KEY] = router
@@ -144,4 +143,4 @@ def install(app: Flask, db: SQLAlchemy, read_your_writes: bool = True) -> Router
 def _client_position() -> str | None:
     """The write position this client last got back, if it sent a well-formed one."""
     value = request.headers.get(POSITION_HEADER) or request.cookies.get(POSITION_COOKIE)
-    return value if value and _LSN.match(value) else None
+    return value if value and _POSITION.match(value) else None

@@ -23,6 +23,7 @@ import os
 import sys
 
 from lab import databases
+from lab.harness.runner import load_expected
 from loadtests import runner, table
 
 
@@ -74,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     apps = [app for app in ("broken", "fixed") if not args.app or app in args.app]
     status = 0
+    expected = load_expected().get(args.cause, {}).get("broken", {})
     for backend in backends:
+        if expected.get(backend, {}).get("verdict") == "N/A":  # the cause cannot exist there: nothing to load
+            print(f"[{args.cause} | {backend}] N/A, no load: {expected[backend].get('reason', '')}")
+            continue
         started = dt.datetime.now(dt.timezone.utc)
         run_dir = runner.results_dir(backend, args.cause, started, options.distributed)
         runs = [runner.run_app(args.cause, app, modules[app], backend, options, run_dir / "raw", print,

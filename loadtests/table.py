@@ -98,7 +98,9 @@ def cell(metric: str, run: AppRun) -> str:
     if metric == "reads; edits (acknowledged, 409)":
         return f"{report.reads:,}; {report.edits:,} ({report.acknowledged:,}, {report.conflicts:,})"
     if metric == "stale reads (share, oldest)":
-        return f"{report.stale_count:,} ({report.stale_share:.1%}, {report.oldest_staleness_seconds:.2f} s)"
+        judged = (f"; own writes only, {report.behind_others_only:,} more behind other users' edits"
+                  if report.own_writes_only else "")
+        return f"{report.stale_count:,} ({report.stale_share:.1%}, {report.oldest_staleness_seconds:.2f} s{judged})"
     if metric == "lost writes":
         return f"{report.lost_count:,}"
     if metric == "errors":

@@ -1,20 +1,20 @@
 """replica_lag: the page reads from a streaming replica that has not replayed the user's edit yet.
 
-PostgreSQL only: the app runs under gunicorn (2 sync workers) with the scenario's private
-database on the primary and the same database on the lab's hot standby (`make services`,
-`recovery_min_apply_delay` = 1 s) as its replica (LAB_REPLICA_URL). Before anything, the
-scenario waits, bounded and by log position, until the standby has replayed the seeded
-database. One worker is held busy, so that all of alice's requests are served by the other
+On the two servers: the app runs under gunicorn (2 sync workers) with the scenario's private
+database on the primary and the same database on the lab's replica of it (`make services`:
+PostgreSQL's hot standby, `recovery_min_apply_delay` = 1 s; MariaDB's GTID replica,
+`MASTER_DELAY` = 1 s) as its replica (LAB_REPLICA_URL). Before anything, the scenario waits,
+bounded and by log position, until the replica has applied the seeded database. One worker is held busy, so that all of alice's requests are served by the other
 (the doctor's memory of a commit is per process; the fixed app's read-your-writes does not
 depend on it: the position travels with the client, in a cookie).
 
-Steps: alice reads the newest row (from the standby), edits its label (200, committed on the
+Steps: alice reads the newest row (from the replica), edits its label (200, committed on the
 primary; the scenario reads the primary's write position right after the acknowledgement),
 and reads the page again at once, carrying the cookies her edit set as a browser does; the
 auditor reads the row on the primary. Each read's `X-DB-Read` header says where it ran and,
 for a wait, how long (the lag, measured); its server connection (X-DB-Conn) is looked up on
-the standby as evidence. The standby cannot have applied a commit made milliseconds earlier:
-its replay waits a fixed second behind the primary. Staleness is in the database: a replica
+the replica as evidence. The replica cannot have applied a commit made milliseconds earlier:
+it applies each one a fixed second after the primary. Staleness is in the database: a replica
 behind its primary, read in a fresh transaction with an empty identity map.
 """
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 
 from lab import databases, replica
 from lab.harness.scenario import Cause, Scenario
@@ -34,7 +34,7 @@ from lab.harness.verdicts import FRESH, IN_DATABASE, INCONCLUSIVE, LOST, STALE, 
 CAUSE = Cause("replica_lag", "an edit is acknowledged, yet the page read right after it shows the old label (a lagging replica)")
 
 NEW_LABEL = "checked by alice"
-SETTLE_SECONDS = 15.0  # the standby replays the seeded database about 1 s after it is made
+SETTLE_SECONDS = 15.0  # the replica applies the seeded database about 1 s after it is made
 
 
 def _read(s: Scenario, actor: Actor, expected: str) -> dict[str, Any]:
@@ -63,21 +63,18 @@ def _edit(s: Scenario, actor: Actor, tx_id: int, version: int, expected: str) ->
 
 
 def _on_standby(standby_url: str, conn_id: str) -> bool:
-    """Is the server connection that answered a read one of the standby's (pids are unique per host)?"""
-    if not conn_id.isdigit():
-        return False
+    """Is the server connection that answered a read one of the replica's, on this database?"""
     engine = create_engine(standby_url, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as connection:
-            return bool(connection.execute(text("SELECT pg_is_in_recovery() AND EXISTS (SELECT 1 FROM pg_stat_activity "
-                                                "WHERE pid = :pid)"), {"pid": int(conn_id)}).scalar_one())
+            return replica.serves_connection(connection, conn_id, engine.url.database or "")
     finally:
         engine.dispose()
 
 
 def run(s: Scenario) -> dict[str, Any]:
     standby_url = replica.replica_url(s.db_url)
-    watcher = create_engine(replica.replica_url(databases.server_url("postgresql").render_as_string(hide_password=False)),
+    watcher = create_engine(replica.replica_url(databases.server_url(s.backend).render_as_string(hide_password=False)),
                             isolation_level="AUTOCOMMIT")
     primary = s.engine(isolation_level="AUTOCOMMIT")
     try:
@@ -87,7 +84,7 @@ def run(s: Scenario) -> dict[str, Any]:
             delay = replica.apply_delay(on_standby)
     finally:
         watcher.dispose()
-    s.note(f"the standby (recovery_min_apply_delay = {delay}) replayed the seeded database, position {seeded}, "
+    s.note(f"the replica (applies the primary {delay} late) has applied the seeded database, position {seeded}, "
            f"{settled:.3f} s after the seed")
     server = s.serve(workers=2, env={"LAB_REPLICA_URL": standby_url})
     other = s.hold(server, "other-worker")
@@ -105,7 +102,7 @@ def run(s: Scenario) -> dict[str, Any]:
     after["after_ack_ms"] = round((after["sent_at"] - ack["received_at"]) * 1000, 1)
     after["on_standby"] = _on_standby(standby_url, after["db_conn"])
     s.note(f"alice's read was sent {after['after_ack_ms']} ms after the acknowledgement; its server connection "
-           f"{after['db_conn']} is {'one of the standby' if after['on_standby'] else 'not one of the standby'}'s")
+           f"{after['db_conn']} is {'one of the replica' if after['on_standby'] else 'not one of the replica'}'s")
     other.release()
     database = audit_row(s, primary, before["id"], want)
     return {"before": before, "ack": ack, "after": after, "database": database, "delay": delay,
@@ -136,15 +133,15 @@ def judge(observations: dict[str, Any]) -> Judgement:
     if after["version"] < ack["version"]:
         if not (after["read_from"].startswith("replica") and after["on_standby"]):
             return Judgement(INCONCLUSIVE, f"alice saw version {after['version']} after version {ack['version']}, "
-                                           f"but not from the standby (X-DB-Read: {after['read_from']!r})")
+                                           f"but not from the replica (X-DB-Read: {after['read_from']!r})")
         return Judgement(STALE, f"alice saw version {after['version']} {after['after_ack_ms']} ms after version "
-                                f"{ack['version']} was acknowledged: read from the standby, which had replayed up to "
+                                f"{ack['version']} was acknowledged: read from the replica, which had replayed up to "
                                 f"{_replayed(after['read_from'])}, not the commit's {ack['position']} (the primary has "
                                 f"version {database['version']})", IN_DATABASE)
     if after["read_from"].startswith("primary"):
         return Judgement(FRESH, f"alice saw version {ack['version']} right after the edit, read from the primary "
                                 f"({after['read_from']})")
     waited = after["read_from"].rsplit("waited ", 1)[-1] if "waited " in after["read_from"] else "no time"
-    return Judgement(FRESH, f"alice saw version {ack['version']} right after the edit: read from the standby after "
+    return Judgement(FRESH, f"alice saw version {ack['version']} right after the edit: read from the replica after "
                             f"waiting {waited} until it had replayed the commit's position "
                             f"{_replayed(after['read_from'])}")

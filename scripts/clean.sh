@@ -116,6 +116,25 @@ else
     note "MariaDB does not answer on $MARIADB_SOCKET: skipping its databases and user"
 fi
 
+# The delayed replica is the lab's own server: stopped, and its data directory removed if the
+# lab made it. The primary keeps its binary log (the lab restarted it with one, and did not
+# start it): it stays up as it is.
+MARIADB_REPLICA_DATA=/var/lib/mysql-lab-replica
+MARIADB_REPLICA_PIDFILE=/run/mysqld/lab-replica.pid
+if [ -f "$MARIADB_REPLICA_PIDFILE" ]; then
+    as_root start-stop-daemon --stop --oknodo --quiet --pidfile "$MARIADB_REPLICA_PIDFILE" \
+        --exec /usr/sbin/mariadbd --retry 30
+    as_root rm -f "$MARIADB_REPLICA_PIDFILE"
+    note "MariaDB replica stopped"
+fi
+if [ -f "$LAB_DIR/created-mariadb-replica" ]; then
+    as_root rm -rf "$MARIADB_REPLICA_DATA"
+    note "MariaDB replica's data directory $MARIADB_REPLICA_DATA removed (the lab had made it)"
+fi
+rm -f "$LAB_DIR/created-mariadb-replica" "$LAB_DIR/started-mariadb-replica" "$LAB_DIR"/mariadb-replica*
+if mariadb_answers; then
+    mariadb_admin -e "DROP USER IF EXISTS 'lab_repl'@'127.0.0.1'"
+fi
 if [ -f "$LAB_DIR/started-mariadb" ]; then
     # --exec guards against a stale pidfile whose pid now belongs to another program;
     # --retry 30: SIGTERM, wait up to 30 s, then SIGKILL.

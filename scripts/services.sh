@@ -24,6 +24,17 @@ REPLICA_APPLY_DELAY=1s
 MARIADB_PORT=3306
 MARIADB_SOCKET=/run/mysqld/mysqld.sock
 MARIADB_PIDFILE=/run/mysqld/lab.pid
+# The primary writes a binary log (row format, GTIDs) so that a replica can follow it.
+MARIADB_BINLOG_OPTIONS=(--log-bin=lab-binlog --server-id=1 --binlog-format=ROW --binlog-expire-logs-seconds=86400)
+# The delayed replica (the replica_lag cause): a second mariadbd of the lab's own, following
+# the primary's `lab%` databases, whose SQL thread applies each transaction MASTER_DELAY seconds
+# after the primary's timestamp of it (binlog timestamps carry microseconds: the lag is the
+# delay, whatever the moment of the commit within its second).
+MARIADB_REPLICA_PORT=3307
+MARIADB_REPLICA_DELAY=1
+MARIADB_REPLICA_DATA=/var/lib/mysql-lab-replica
+MARIADB_REPLICA_SOCKET=/run/mysqld/lab-replica.sock
+MARIADB_REPLICA_PIDFILE=/run/mysqld/lab-replica.pid
 REDIS_PORT=6379
 REDIS_DB=7  # the lab's keys live in this database of the server only
 REDIS_PIDFILE=/run/redis-lab.pid
@@ -235,7 +246,7 @@ if ! mariadb_answers; then
     # background); --output keeps its early stderr so a failed start can be diagnosed.
     as_root start-stop-daemon --start --oknodo --background --make-pidfile \
         --pidfile "$MARIADB_PIDFILE" --output "$LAB_DIR/mariadbd.out" \
-        --exec /usr/sbin/mariadbd -- --user=mysql
+        --exec /usr/sbin/mariadbd -- --user=mysql "${MARIADB_BINLOG_OPTIONS[@]}"
     touch "$LAB_DIR/started-mariadb"
     wait_until mariadb_answers \
         || die "MariaDB does not answer on $MARIADB_SOCKET after ${WAIT_SECONDS}s (see $LAB_DIR/mariadbd.out and the server's error log)"
@@ -267,6 +278,130 @@ rm -f "$LAB_DIR/mariadb-login.err"
 mariadb_server_version="$(MYSQL_PWD=lab mariadb -h 127.0.0.1 -P "$MARIADB_PORT" -ulab -N -B -e 'select version()')"
 
 # ---------------------------------------------------------------------------------------------
+# MariaDB: a delayed replica of the server above (binary log, GTID, MASTER_DELAY)
+# ---------------------------------------------------------------------------------------------
+# log_bin cannot be switched on in a running server: if the primary writes no binary log, it
+# is shut down cleanly and started again with one (the same server, its data and its my.cnf,
+# plus MARIADB_BINLOG_OPTIONS on the command line). The lab did not start it, so `make clean`
+# leaves it running.
+if [ "$(mariadb_admin -N -B -e 'SELECT @@log_bin')" != "1" ]; then
+    note "MariaDB writes no binary log (its replica needs one): restarting it with ${MARIADB_BINLOG_OPTIONS[*]}"
+    mariadb_admin -e 'SHUTDOWN'
+    wait_until sh -c '! mariadb-admin --protocol=socket --socket="$1" -uroot --connect-timeout=1 ping >/dev/null 2>&1' sh "$MARIADB_SOCKET" \
+        || die "MariaDB did not shut down within ${WAIT_SECONDS}s"
+    # The socket answers a moment before the old process has let go of its files.
+    wait_until sh -c '! pgrep -x mariadbd >/dev/null' || die "the old mariadbd is still running after ${WAIT_SECONDS}s"
+    as_root rm -f "$MARIADB_PIDFILE"
+    as_root start-stop-daemon --start --background --make-pidfile \
+        --pidfile "$MARIADB_PIDFILE" --output "$LAB_DIR/mariadbd.out" \
+        --exec /usr/sbin/mariadbd -- --user=mysql "${MARIADB_BINLOG_OPTIONS[@]}"
+    wait_until mariadb_answers \
+        || die "MariaDB does not answer on $MARIADB_SOCKET after its restart with a binary log (see $LAB_DIR/mariadbd.out)"
+    [ "$(mariadb_admin -N -B -e 'SELECT @@log_bin')" = "1" ] || die "MariaDB restarted without a binary log"
+fi
+
+replica_admin() { as_root mariadb --protocol=socket --socket="$MARIADB_REPLICA_SOCKET" -uroot "$@"; }
+replica_answers() {
+    mariadb-admin --protocol=socket --socket="$MARIADB_REPLICA_SOCKET" -uroot --connect-timeout=2 ping >/dev/null 2>&1
+}
+# "Yes Yes" when both replication threads run.
+replica_threads() {
+    replica_admin -e 'SHOW SLAVE STATUS\G' 2>/dev/null |
+        awk '/ Slave_IO_Running:/ {io=$2} / Slave_SQL_Running:/ {sql=$2} END {print io, sql}'
+}
+start_replica_server() {
+    as_root mkdir -p /run/mysqld
+    as_root chown mysql:mysql /run/mysqld
+    # --no-defaults: none of the primary's my.cnf (its port, socket and datadir).
+    as_root start-stop-daemon --start --oknodo --background --make-pidfile \
+        --pidfile "$MARIADB_REPLICA_PIDFILE" --output "$LAB_DIR/mariadb-replica.out" \
+        --exec /usr/sbin/mariadbd -- --no-defaults --user=mysql --datadir="$MARIADB_REPLICA_DATA" \
+        --port="$MARIADB_REPLICA_PORT" --bind-address=127.0.0.1 --socket="$MARIADB_REPLICA_SOCKET" \
+        --skip-name-resolve --server-id=2 --read-only --skip-log-bin --relay-log=lab-relay \
+        --replicate-wild-do-table='lab%.%' --character-set-server=utf8mb4 \
+        --collation-server=utf8mb4_general_ci --log-error="$LAB_DIR/mariadb-replica.err"
+    touch "$LAB_DIR/started-mariadb-replica"
+    wait_until replica_answers \
+        || die "the MariaDB replica does not answer on $MARIADB_REPLICA_SOCKET after ${WAIT_SECONDS}s (see $LAB_DIR/mariadb-replica.err)"
+}
+# Make the replica from scratch: an empty server, the primary's `lab%` databases copied in one
+# consistent snapshot with the GTID position it was taken at, then replication from there.
+create_replica() {
+    if [ -f "$MARIADB_REPLICA_PIDFILE" ]; then
+        as_root start-stop-daemon --stop --oknodo --quiet --pidfile "$MARIADB_REPLICA_PIDFILE" --exec /usr/sbin/mariadbd --retry 30
+    fi
+    as_root rm -rf "$MARIADB_REPLICA_DATA"
+    as_root mariadb-install-db --no-defaults --user=mysql --datadir="$MARIADB_REPLICA_DATA" \
+        --auth-root-authentication-method=socket --skip-test-db >"$LAB_DIR/mariadb-replica-install.log" 2>&1 \
+        || die "mariadb-install-db for the replica failed (see $LAB_DIR/mariadb-replica-install.log)"
+    touch "$LAB_DIR/created-mariadb-replica"
+    start_replica_server
+    mariadb_admin <<'SQL'
+CREATE USER IF NOT EXISTS 'lab_repl'@'127.0.0.1' IDENTIFIED BY 'lab_repl';
+GRANT REPLICATION SLAVE ON *.* TO 'lab_repl'@'127.0.0.1';
+SQL
+    local databases
+    databases="$(mariadb_admin -N -B -e "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE BINARY 'lab%'")"
+    # --master-data=2 --gtid: the snapshot's position as a comment, SET GLOBAL gtid_slave_pos='...'.
+    # shellcheck disable=SC2086
+    as_root mariadb-dump --protocol=socket --socket="$MARIADB_SOCKET" -uroot --single-transaction \
+        --master-data=2 --gtid --routines --triggers --databases $databases > "$LAB_DIR/mariadb-replica-seed.sql" \
+        || die "mariadb-dump of the primary's lab databases failed"
+    local position
+    position="$(sed -n "s/^-- SET GLOBAL gtid_slave_pos='\([^']*\)';/\1/p" "$LAB_DIR/mariadb-replica-seed.sql" | head -n 1)"
+    replica_admin < "$LAB_DIR/mariadb-replica-seed.sql" || die "loading the primary's snapshot into the replica failed"
+    rm -f "$LAB_DIR/mariadb-replica-seed.sql"
+    replica_admin <<SQL
+SET GLOBAL gtid_slave_pos = '$position';
+CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = $MARIADB_PORT, MASTER_USER = 'lab_repl',
+    MASTER_PASSWORD = 'lab_repl', MASTER_USE_GTID = slave_pos, MASTER_DELAY = $MARIADB_REPLICA_DELAY,
+    MASTER_CONNECT_RETRY = 1;
+START SLAVE;
+SQL
+}
+
+if [ ! -d "$MARIADB_REPLICA_DATA/mysql" ]; then
+    if mariadb-admin -h 127.0.0.1 -P "$MARIADB_REPLICA_PORT" --connect-timeout=2 ping >/dev/null 2>&1; then
+        die "port $MARIADB_REPLICA_PORT answers but is not the lab's MariaDB replica: free it or change MARIADB_REPLICA_PORT"
+    fi
+    note "creating the MariaDB replica on port $MARIADB_REPLICA_PORT (MASTER_DELAY = ${MARIADB_REPLICA_DELAY} s)"
+    create_replica
+elif ! replica_answers; then
+    note "starting the MariaDB replica"
+    start_replica_server
+    replica_admin -e 'START SLAVE' 2>/dev/null || true
+fi
+# A replica whose SQL thread stopped on an error has diverged from its primary: made again.
+replicating() {
+    local i
+    for ((i = 0; i < WAIT_SECONDS * 2; i++)); do
+        [ "$(replica_threads)" = "Yes Yes" ] && return 0
+        sleep 0.5
+    done
+    return 1
+}
+if ! replicating; then
+    note "the MariaDB replica does not replicate (IO, SQL threads running: $(replica_threads); $(replica_admin -e 'SHOW SLAVE STATUS\G' | sed -n 's/^ *Last_\(IO\|SQL\)_Error: \(..*\)/\2/p' | head -n 1)): making it again"
+    create_replica
+    replicating || die "the MariaDB replica does not replicate after it was made again (IO, SQL threads running: $(replica_threads); see $LAB_DIR/mariadb-replica.err)"
+fi
+# The lab's login on the replica: it reads (read_only keeps it from writing) and may watch
+# replication (SLAVE MONITOR: SHOW SLAVE STATUS), not stop or change it.
+replica_admin <<'SQL'
+CREATE USER IF NOT EXISTS 'lab'@'127.0.0.1' IDENTIFIED BY 'lab';
+CREATE USER IF NOT EXISTS 'lab'@'localhost' IDENTIFIED BY 'lab';
+GRANT ALL PRIVILEGES ON `lab%`.* TO 'lab'@'127.0.0.1', 'lab'@'localhost';
+GRANT PROCESS, CONNECTION ADMIN, SLAVE MONITOR ON *.* TO 'lab'@'127.0.0.1', 'lab'@'localhost';
+SQL
+if [ "$(replica_admin -e 'SHOW SLAVE STATUS\G' | sed -n 's/^ *SQL_Delay: //p')" != "$MARIADB_REPLICA_DELAY" ]; then
+    note "the MariaDB replica: setting MASTER_DELAY = $MARIADB_REPLICA_DELAY"
+    replica_admin -e "STOP SLAVE SQL_THREAD; CHANGE MASTER TO MASTER_DELAY = $MARIADB_REPLICA_DELAY; START SLAVE SQL_THREAD"
+fi
+mariadb_replica_delay="$(replica_admin -e 'SHOW SLAVE STATUS\G' | sed -n 's/^ *SQL_Delay: //p')"
+MYSQL_PWD=lab mariadb -h 127.0.0.1 -P "$MARIADB_REPLICA_PORT" -ulab --connect-timeout=5 -e 'select 1' >/dev/null \
+    || die "MariaDB replica: user lab cannot log in over 127.0.0.1:$MARIADB_REPLICA_PORT"
+
+# ---------------------------------------------------------------------------------------------
 # Redis: the broker and result store of the task queue (Celery) on the server backends
 # ---------------------------------------------------------------------------------------------
 redis_answers() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = "PONG" ]; }
@@ -289,8 +424,10 @@ redis_version="$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" info server | sed -n 's
 echo "PostgreSQL ${pg_server_version%% *} ready on 127.0.0.1:$PG_PORT"
 echo "PostgreSQL hot standby ready on 127.0.0.1:$REPLICA_PORT (replays the primary $replica_delay late)"
 echo "MariaDB ${mariadb_server_version%%-*} ready on 127.0.0.1:$MARIADB_PORT"
+echo "MariaDB replica ready on 127.0.0.1:$MARIADB_REPLICA_PORT (applies the primary ${mariadb_replica_delay} s late)"
 echo "Redis $redis_version ready on 127.0.0.1:$REDIS_PORT"
 echo "LAB_TEST_POSTGRESQL_URL=postgresql+psycopg://lab:lab@127.0.0.1:$PG_PORT/lab_test"
 echo "LAB_TEST_POSTGRESQL_REPLICA_URL=postgresql+psycopg://lab:lab@127.0.0.1:$REPLICA_PORT/lab_test"
 echo "LAB_TEST_MARIADB_URL=mysql+pymysql://lab:lab@127.0.0.1:$MARIADB_PORT/lab_test"
+echo "LAB_TEST_MARIADB_REPLICA_URL=mysql+pymysql://lab:lab@127.0.0.1:$MARIADB_REPLICA_PORT/lab_test"
 echo "LAB_TEST_BROKER_URL=redis://127.0.0.1:$REDIS_PORT/$REDIS_DB"

@@ -1,8 +1,8 @@
 """Read routing (lab/routing.py): with a replica configured, reads of safe requests go to the
-lab's PostgreSQL hot standby and writes to the primary; a client's read after its own edit
-waits, bounded, until the standby has replayed the edit, or reads from the primary. The
-standby's replay is held back by its apply delay, so "not replayed yet" is certain right
-after a commit. With no replica configured nothing changes, on every backend."""
+lab's replica (PostgreSQL's hot standby, MariaDB's GTID replica) and writes to the primary; a
+client's read after its own edit waits, bounded, until the replica has applied the edit, or
+reads from the primary. The replica's apply is held back by its delay, so "not applied yet" is
+certain right after a commit. With no replica configured nothing changes, on every backend."""
 
 from __future__ import annotations
 
@@ -32,21 +32,27 @@ def test_without_a_replica_every_statement_is_on_the_primary(client: Any) -> Non
     assert client.get("/api/transactions", query_string={"limit": 1}).get_json()["items"][0]["label"] == "primary only"
 
 
-def _required_or_skip(error: Exception) -> None:
-    if "postgresql" in databases.required_backends():
+# Which server answered a statement: 1 on the replica, 0 on the primary.
+ON_REPLICA_SQL = {"postgresql": "SELECT pg_is_in_recovery()::int", "mariadb": "SELECT @@read_only"}
+SCHEMES = {"postgresql": "postgresql+psycopg", "mariadb": "mysql+pymysql"}
+
+
+def _required_or_skip(backend: str, error: Exception) -> None:
+    if backend in databases.required_backends():
         pytest.fail(f"required backend unavailable: {error}", pytrace=False)
     pytest.skip(str(error))
 
 
-@pytest.fixture(scope="module")
-def primary_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A seeded private database on the primary, once the standby has replayed it."""
+@pytest.fixture(scope="module", params=("postgresql", "mariadb"))
+def primary_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A seeded private database on the primary, once the replica has applied it."""
+    backend = request.param
     try:
-        url = databases.private_database("postgresql", f"lab_routing_{databases.owner_tag('main')}",
+        url = databases.private_database(backend, f"lab_routing_{databases.owner_tag('main')}",
                                          tmp_path_factory.mktemp("routing"))
-        standby_of_server = replica.replica_url(databases.server_url("postgresql").render_as_string(hide_password=False))
+        standby_of_server = replica.replica_url(databases.server_url(backend).render_as_string(hide_password=False))
     except databases.BackendUnavailable as error:
-        _required_or_skip(error)
+        _required_or_skip(backend, error)
     engine = configure_engine(create_engine(url, **engine_options(url)))
     watcher = create_engine(standby_of_server, isolation_level="AUTOCOMMIT")
     try:
@@ -58,7 +64,7 @@ def primary_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             with watcher.connect() as standby:
                 replica.wait_for_replay(standby, position, timeout=15)
         except DBAPIError as error:
-            _required_or_skip(databases.BackendUnavailable(f"the hot standby does not answer: {error.orig}"))
+            _required_or_skip(backend, databases.BackendUnavailable(f"the replica does not answer: {error.orig}"))
         yield url
     finally:
         engine.dispose()
@@ -67,7 +73,7 @@ def primary_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _settled(primary_url: str) -> None:
-    """Wait until the standby has replayed every earlier test's edits (a fresh client reads there)."""
+    """Wait until the replica has applied every earlier test's edits (a fresh client reads there)."""
     primary = create_engine(primary_url)
     standby = create_engine(replica.replica_url(primary_url), isolation_level="AUTOCOMMIT")
     try:
@@ -108,8 +114,8 @@ def test_the_fixed_app_reads_the_replica_and_waits_for_the_clients_own_write(pri
     assert after["version"] == row["version"] + 1 and after["label"] == "read your writes"
     assert where.startswith(f"replica; replayed {position}; waited "), where
     waited = float(where.rsplit("waited ", 1)[1].removesuffix(" s"))
-    assert waited > 0.2, where  # the standby's apply delay, measured: the replica really was behind
-    print(f"the read after the edit waited {waited:.3f} s for the standby to replay {position}")
+    assert waited > 0.2, where  # the replica's apply delay, measured: the replica really was behind
+    print(f"the read after the edit waited {waited:.3f} s for the replica to apply {position}")
 
 
 def test_without_read_your_writes_the_read_right_after_the_edit_is_stale(primary_url: str) -> None:
@@ -128,7 +134,7 @@ def test_a_position_the_replica_has_not_replayed_in_time_is_read_from_the_primar
     position = _edit(client, row, "too far behind").headers[routing.POSITION_HEADER]
     after, where = _newest(client)
     assert after["label"] == "too far behind"
-    assert where.startswith("primary; the standby has replayed up to ") and f"not {position}" in where, where
+    assert where.startswith("primary; the replica has applied up to ") and f"not {position}" in where, where
 
 
 def test_an_api_client_sends_the_position_back_in_a_header(primary_url: str) -> None:
@@ -149,10 +155,11 @@ def test_a_malformed_position_is_ignored(primary_url: str) -> None:
 
 
 def test_a_replica_that_does_not_answer_sends_reads_to_the_primary(primary_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    down = f"postgresql+psycopg://lab:lab@127.0.0.1:{free_port()}/nowhere"
+    scheme = SCHEMES[replica.backend_of(primary_url)]
+    down = f"{scheme}://lab:lab@127.0.0.1:{free_port()}/nowhere"
     client = _app("fixed.app", primary_url, **{routing.REPLICA_URL_KEY: down}).test_client()
     row, where = _newest(client)
-    assert where.startswith("primary; the replica postgresql+psycopg://lab:***@127.0.0.1:") and "does not answer" in where, where
+    assert where.startswith(f"primary; the replica {scheme}://lab:***@127.0.0.1:") and "does not answer" in where, where
     _edit(client, row, "primary answers")
     assert _newest(client)[0]["label"] == "primary answers"
     assert any("does not answer" in record.getMessage() for record in caplog.records)
@@ -162,12 +169,13 @@ def test_writes_and_reads_of_a_write_request_are_on_the_primary(primary_url: str
     app = _app("fixed.app", primary_url)
     from fixed.app import db
 
+    on_replica = text(ON_REPLICA_SQL[replica.backend_of(primary_url)])
     with app.test_request_context("/api/transactions/1/label", method="POST"):
-        assert db.session.execute(text("SELECT pg_is_in_recovery()")).scalar_one() is False
+        assert db.session.execute(on_replica).scalar_one() == 0
     with app.test_request_context("/api/transactions"):
-        assert db.session.execute(text("SELECT pg_is_in_recovery()")).scalar_one() is True
+        assert db.session.execute(on_replica).scalar_one() == 1
     with app.app_context():  # a job outside any request
-        assert db.session.execute(text("SELECT pg_is_in_recovery()")).scalar_one() is False
+        assert db.session.execute(on_replica).scalar_one() == 0
 
 
 def test_a_replica_is_refused_without_the_routing_session(primary_url: str) -> None:

@@ -537,23 +537,25 @@ def test_a_default_that_returns_one_time_for_every_row_is_seen_by_its_value(tmp_
 
 # ---- replica_lag: a read on a streaming replica behind the client's own commit ----------------
 
-@pytest.fixture(scope="module")
-def replica_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """(primary, standby) URLs of a private database with one setting, replayed on the lab's standby."""
+@pytest.fixture(scope="module", params=("postgresql", "mariadb"))
+def replica_urls(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(primary, replica) URLs of a private database with one setting, applied on the lab's replica."""
     from sqlalchemy import create_engine
     from sqlalchemy.exc import DBAPIError
 
     from lab import databases, replica
 
+    backend = request.param
+
     def unavailable(error: Exception) -> None:
-        if "postgresql" in databases.required_backends():
+        if backend in databases.required_backends():
             pytest.fail(f"required backend unavailable: {error}", pytrace=False)
         pytest.skip(str(error))
 
     try:
-        url = databases.private_database("postgresql", f"lab_drep_{databases.owner_tag('main')}",
+        url = databases.private_database(backend, f"lab_drep_{databases.owner_tag('main')}",
                                          tmp_path_factory.mktemp("drep"))
-        watcher_url = replica.replica_url(databases.server_url("postgresql").render_as_string(hide_password=False))
+        watcher_url = replica.replica_url(databases.server_url(backend).render_as_string(hide_password=False))
     except databases.BackendUnavailable as error:
         unavailable(error)
     replica_routing.seed(url)
@@ -562,7 +564,7 @@ def replica_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
         with primary.connect() as on_primary, watcher.connect() as on_standby:
             replica.wait_for_replay(on_standby, replica.primary_position(on_primary), timeout=15)
     except DBAPIError as error:
-        unavailable(databases.BackendUnavailable(f"the hot standby does not answer: {error.orig}"))
+        unavailable(databases.BackendUnavailable(f"the replica does not answer: {error.orig}"))
     finally:
         primary.dispose()
         watcher.dispose()
@@ -573,6 +575,8 @@ def replica_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
 @pytest.mark.parametrize("buggy", [True, False])
 def test_read_on_a_lagging_replica_after_the_clients_own_write(replica_urls: tuple[str, str], install: Install,
                                                                buggy: bool) -> None:
+    from stale_doctor import replicas
+
     from lab import replica
 
     app = replica_routing.create_app(*replica_urls, buggy=buggy)
@@ -583,14 +587,19 @@ def test_read_on_a_lagging_replica_after_the_clients_own_write(replica_urls: tup
         assert client.get("/settings/1").status_code == 200  # a read before any write: never reported
         assert doctor.findings == []
         assert client.post("/settings/1", data={"value": value}).get_json() == {"saved": value}
-        shown = client.get("/settings/1").get_json()["value"]  # at once: the standby replays 1 s behind
+        shown = client.get("/settings/1").get_json()["value"]  # at once: the replica applies 1 s behind
         if buggy:
             assert shown != value  # the stale read the finding must explain
             finding = only(doctor, "replica_lag")
             assert finding.evidence["tables"] == ["settings"]
-            assert finding.evidence["replay_behind_commit_seconds"] > 0
             assert_request(finding, "GET", "/settings/1", "show")
-            assert "hot standby" in finding.proof and "in recovery" in finding.proof
+            if replica.backend_of(replica_urls[0]) == "postgresql":
+                assert finding.evidence["replay_behind_commit_seconds"] > 0
+                assert "hot standby" in finding.proof and "in recovery" in finding.proof
+            else:  # the commit's own GTID, not yet in the replica's applied position
+                gtid = finding.evidence["commit_positions"]["settings"]
+                assert not replicas.applied(gtid, finding.evidence["replayed_position"]), finding.evidence
+                assert "read-only, following a primary" in finding.proof and "MASTER_GTID_WAIT" in finding.proof
         else:
             assert shown == value
             assert doctor.findings == []
@@ -603,6 +612,15 @@ def test_read_on_a_lagging_replica_after_the_clients_own_write(replica_urls: tup
     finally:
         for engine in app.extensions["engines"].values():
             engine.dispose()
+
+
+def test_a_gtid_is_applied_when_the_replica_holds_its_domain_at_or_past_its_sequence_number() -> None:
+    from stale_doctor.replicas import applied, parse_gtids
+
+    assert parse_gtids("0-1-42,1-2-7") == {0: 42, 1: 7} and parse_gtids("") == {}
+    assert applied("0-1-42", "0-1-42") and applied("0-1-42", "0-1-43,1-2-1")
+    assert not applied("0-1-42", "0-1-41") and not applied("0-1-5", "0-1-4") and not applied("1-2-3", "0-1-99")
+    assert not applied("0-1-42", "")  # a replica that has applied nothing
 
 
 # ---- a task queue: enqueue_before_commit ------------------------------------------------------

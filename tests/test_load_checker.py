@@ -143,3 +143,23 @@ def test_throughput_uses_exact_times() -> None:
     figures = checker.throughput(records)
     assert figures["requests"] == 10 and figures["p50_ms"] == figures["p99_ms"] == 50.0
     assert figures["requests_per_second"] == round(10 / 9.05, 2)
+
+
+def test_own_writes_only_judges_a_read_against_its_own_users_edits() -> None:
+    """A replica promises read-your-writes: bob reading alice's edit late is by design, alice
+    reading her own edit late is stale."""
+    from loadtests.checker import EDIT, READ, Record, check
+
+    edit = Record(EDIT, "POST", "/api/transactions/7/label", 1.0, 1.1, 200, user="alice", row_id=7,
+                  seen_version=1, ack_version=2)
+    bob_late = Record(READ, "GET", "/api/transactions", 1.2, 1.3, 200, user="bob", rows=((7, 1),))
+    alice_late = Record(READ, "GET", "/api/transactions", 1.4, 1.5, 200, user="alice", rows=((7, 1),))
+    alice_fresh = Record(READ, "GET", "/api/transactions", 1.6, 1.7, 200, user="alice", rows=((7, 2),))
+    records = [edit, bob_late, alice_late, alice_fresh]
+
+    everyone = check(records, {})
+    assert everyone.stale_count == 2 and everyone.behind_others_only == 0
+    own = check(records, {}, own_writes_only=True)
+    assert own.stale_count == 1 and own.stale_reads[0].sent == 1.4 and own.behind_others_only == 1
+    assert own.summary()["stale_judged_by"] == "own writes" and own.summary()["stale_behind_others_only"] == 1
+    assert check([edit, bob_late, alice_fresh], {}, own_writes_only=True).stale_count == 0

@@ -75,9 +75,10 @@ CAUSES: dict[str, CauseInfo] = {c.name: c for c in (
               "from the database on each request; a value that must be cached there needs a version checked "
               "against the database"),
     CauseInfo("replica_lag", "a read on a streaming replica that has not replayed the client's own commit",
-              "read-your-writes: after a commit, give the client the primary's WAL position "
-              "(pg_current_wal_lsn()) and make its next read wait, bounded, until the replica has replayed "
-              "it (pg_last_wal_replay_lsn()), or read from the primary; route with Session.get_bind"),
+              "read-your-writes: after a commit, give the client the primary's write position "
+              "(PostgreSQL: pg_current_wal_lsn(); MariaDB: @@gtid_binlog_pos) and make its next read wait, "
+              "bounded, until the replica has applied it (pg_last_wal_replay_lsn(); MASTER_GTID_WAIT()), "
+              "or read from the primary; route with Session.get_bind"),
     CauseInfo("enqueue_before_commit", "a background task is sent before the transaction that wrote its rows commits",
               "send the task after commit() (or from an after-commit hook), so the worker's own transaction "
               "can see the change it is asked to process"),

@@ -71,6 +71,7 @@ class Monitor:
         self.table_commits: dict[str, float] = {}
         self.validators_issued: dict[tuple[str, str], tuple[float, list[str]]] = {}  # (endpoint, tag) -> when, tables
         self.primary_commits: dict[str, float] = {}  # table -> wall time before this process's last COMMIT to it
+        self.primary_gtids: dict[str, tuple[str, float]] = {}  # MariaDB: table -> (its last commit's GTID, when read)
         self.global_cache_seen = False
         self.last_full_gc = 0.0
         self.holder_searches = 0
@@ -134,6 +135,7 @@ class Monitor:
         self._listen(Engine, "after_cursor_execute",
                      lambda conn, cursor, stmt, params, context, many: replicas.after_cursor_execute(self, conn, context))
         self._listen(Engine, "commit", lambda conn: replicas.on_commit(self, conn))
+        self._listen(Pool, "checkin", lambda dbapi, record: replicas.on_checkin(self, dbapi, record))
         self._listen(Engine, "rollback", lambda conn: replicas.on_rollback(self, conn))
         self._listen(Session, "after_flush", lambda session, ctx: datacache.on_after_flush(self, session))
         self._listen(Session, "after_commit", lambda session: datacache.on_after_commit(self, session))  # before sessions'
