@@ -167,8 +167,8 @@ def _contains_pattern(needle: str) -> str:
 
 
 # "Label contains" at 1M rows: no B-tree can find the rows whose label contains a text, and
-# the whole-table LIKE took 70 ms (SQLite, a text in 6% of rows) to 1 s (SQLite, a text in
-# none). But labels repeat: the 1M-row data set has 14 distinct ones. So the page first reads
+# the whole-table LIKE reads every row (its cost at 1M rows: lab/INDEXES.md, "Label
+# contains", measured by `make bench`). But labels repeat: the 1M-row data set has 14 distinct ones. So the page first reads
 # the distinct labels from ix_transactions_label_newest, one index probe per label, keeps
 # those that contain the text, and filters the rows with `label IN (those)`: an exact-match
 # filter that the label and covering indexes serve, with the same rows as LIKE on every row,
@@ -186,7 +186,7 @@ def _labels_containing_statement(dialect: str) -> Select:
     if dialect in ("mysql", "mariadb"):
         # MariaDB's loose index scan ("Using index for group-by"): a GROUP BY on the first
         # column of an index jumps from group to group. (It runs the walk below as a full
-        # index scan per step: 2.4 s at 1M rows.)
+        # index scan per step: lab/INDEXES.md times both at 1M rows.)
         labels = (select(Transaction.label).where(Transaction.label.is_not(None))
                   .group_by(Transaction.label).limit(rows)).subquery("labels")
     else:
@@ -218,9 +218,9 @@ def newest_first(statement: Select, cursor: Cursor | None) -> Select:
     "After (t, i)" is `occurred_at < t OR (occurred_at = t AND id < i)`, written as
     `occurred_at <= t AND (occurred_at < t OR id < i)`: the same rows, but the first term is a
     plain range that all three backends turn into an index range. PostgreSQL reads the bare
-    OR form as a filter over every row newer than the cursor (1.4 s for the 10,000th page at
-    1M rows); MariaDB does the same with the row-value form `(occurred_at, id) < (t, i)`.
-    lab/INDEXES.md shows the plans of the three forms on each backend.
+    OR form as a filter over every row newer than the cursor; MariaDB does the same with the
+    row-value form `(occurred_at, id) < (t, i)`. lab/INDEXES.md shows the plans of the three
+    forms on each backend, and their times at 1M rows (`make bench`).
     """
     if cursor is not None:
         statement = statement.where(

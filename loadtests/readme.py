@@ -34,6 +34,20 @@ ONLY_A_SCENARIO = {
     "background_app_context": "the bug lives in the CLI queue worker, which a web load never runs",
     "offset_pagination": "no request fails or reads an old row: rows skipped or repeated between OFFSET pages are "
                          "seen only by walking the pages while rows arrive, as the scenario does",
+    "identity_map": "the old attributes are written back only when an edit waits on another edit's lock of the "
+                    "same row and re-reads it; the load's writers rarely meet on one row at one moment",
+    "import_time": "the load never adds a contact (the form's choices frozen at import) and does not judge a new "
+                   "row's creation time",
+    "session_cookie_snapshot": "the load never renames a wallet, the value the broken app keeps in the cookie",
+    "sqlite_file_replaced": "nothing replaces the database file while a load runs",
+    "enqueue_before_commit": "the old row is read by the background job, in a Celery worker the load does not "
+                             "start, not by a page the load reads",
+    "browser_cache": "locust's client keeps no HTTP cache, so the `max-age` of the broken JSON is never used: every "
+                     "request reaches the app; only a browser shows it",
+    "prefork_refresher": "the load never changes a price: the copy each worker was forked with shows as old only "
+                         "once a price changes in the database",
+    "cache_key_mismatch": "the memoized read is one transaction's own endpoint (`/api/transactions/<id>`), which "
+                          "the load's users never open: they browse the list pages",
 }
 
 
@@ -128,7 +142,7 @@ def render(loads: dict[tuple[str, str], Load]) -> str:
     for cause in causes:
         lines.append(f"| `{cause}` | " + " | ".join("N/A" if not_applicable(cause, b) else cell(loads.get((cause, b)))
                                                    for b in backends) + " |")
-    lines += ["", _fixed_totals(loads), ""]
+    lines += ["", _fixed_totals(loads), "", _spread(loads), ""]
     everywhere, some, none, unclear = [], [], [], []
     for cause in causes:
         ran = [b for b in backends if (cause, b) in loads]
@@ -183,6 +197,20 @@ def _fixed_totals(loads: dict[tuple[str, str], Load]) -> str:
         f"{total['errors']} errors")
     return (f"{verdict} ({len(fixed)} runs: {total['reads']:,} reads judged, {total['acknowledged']:,} acknowledged "
             f"edits, {total['conflicts']:,} correct 409s).")
+
+
+def _spread(loads: dict[tuple[str, str], Load]) -> str:
+    """How noisy the shared machine was: the fixed app's requests/s and the load generator's share
+    of a core over these runs (read them within one run's table, never across runs)."""
+    rates = [load.app("fixed").get("stats", {}).get("requests_per_second") for load in loads.values()]
+    shares = [load.app(app).get("load_generator", {}).get("cpu_per_wall") for load in loads.values()
+              for app in ("broken", "fixed")]
+    rates, shares = [r for r in rates if r], [c for c in shares if c is not None]
+    if not rates or not shares:
+        return "No request rate or load generator CPU was stored by these runs."
+    return (f"Across these runs the fixed app served {min(rates):.0f} to {max(rates):.0f} requests/s (same code, "
+            f"same load: the noise of the shared machine) and locust used {min(shares):.2f} to {max(shares):.2f} of "
+            f"a core, so the server, not the load generator, set the pace.")
 
 
 def write(text: str, paths: tuple[Path, ...] = READMES) -> None:

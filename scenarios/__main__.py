@@ -18,7 +18,8 @@ from lab import databases
 from lab.harness.doctor_matrix import doctor_problems, doctor_table
 from lab.harness.parallel import run_cells
 from lab.harness.runner import (DOCTOR_END, DOCTOR_START, MATRIX_END, MATRIX_START, CellResult, compare, matrices,
-                                scenario_modules, write_readme_matrix)
+                                write_readme_matrix)
+from scenarios import scenario_modules
 
 
 def parse_args(argv: list[str], causes: list[str]) -> argparse.Namespace:
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     show_timeline = args.timeline or bool(args.cause)
     cells = [(name, app, backend) for backend in backends for name in wanted
              for app in modules[name].CAUSE.app_modules if not args.app or app == args.app]
-    results: list[CellResult] = run_cells(cells, args.jobs, show_timeline)
+    results: list[CellResult] = run_cells(cells, args.jobs, show_timeline, scenario_modules)
 
     tables = matrices(results, backends, {name: module.CAUSE.kind for name, module in modules.items()})
     print("\n" + tables)

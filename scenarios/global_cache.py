@@ -55,6 +55,8 @@ def run(s: Scenario) -> dict[str, Any]:
     for name, worker in (("w2", w2), ("w1", w1)):  # the editor's worker first: its cache was re-filled
         steer.only(worker)
         observations["after"][name] = read_logged(s, bob, server, want)
+    # Still steered to W1, the worker that did not serve the edit: the page as bob's browser shows it.
+    s.screenshot(server, "after-edit", "the list page on W1 right after alice's edit was acknowledged")
     steer.release_all()
     observations["database"] = audit_row(s, s.engine(), row_id, want)
     return observations

@@ -36,6 +36,7 @@ def run(s: Scenario) -> dict[str, Any]:
     ack = edit_label(s, alice, row_id, NEW_LABEL, version, "200 with version 2, committed")
     want = f"version {ack.get('version')}, label {NEW_LABEL!r}"
     after = [read_newest_html(s, bob, want), read_newest(s, bob, want)]
+    s.screenshot(server, "after-edit", "the list page right after alice's edit was acknowledged")
     untouched = [view for view, seen in zip(("the page", "the API"), after) if seen.get("db_conn") == "none"]
     if untouched:
         s.note(f"X-DB-Conn: none on {' and '.join(untouched)}: no database connection was used to answer")

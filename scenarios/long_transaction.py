@@ -42,6 +42,7 @@ def run(s: Scenario) -> dict[str, Any]:
     ack = edit_label(s, bob, before["id"], NEW_LABEL, before["version"], "200 with version 2")
     database = audit_row(s, s.engine(), before["id"], f"version {ack.get('version')}, label {NEW_LABEL!r}")
     after = read_newest(s, alice, f"version {ack.get('version')}, label {NEW_LABEL!r}")
+    s.screenshot(server, "after-edit", "the list page on the one worker thread right after bob's edit was acknowledged")
     after["transaction_events"] = s.steps[-1].transactions
     observations: dict[str, Any] = {"before": before, "ack": ack, "database": database, "after": after}
     if s.backend == "sqlite":

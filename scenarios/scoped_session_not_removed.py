@@ -17,7 +17,7 @@ transaction" in pg_stat_activity. The app sets idle_in_transaction_session_timeo
 so the scenario waits (polling pg_stat_activity, bounded) until the server ends that
 connection, then reads on T1 twice: the session was never rolled back, so both fail (the
 server's termination, then "Can't reconnect until invalid transaction is rolled back"):
-CRASH. The wait costs the PostgreSQL broken cell about 5 s. In the fixed app T1's
+CRASH. The wait costs the PostgreSQL broken cell the timeout it serves the app with. In the fixed app T1's
 connection is plain "idle" (no transaction), so nothing is waited for and both reads pass.
 """
 

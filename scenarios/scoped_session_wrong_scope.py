@@ -16,7 +16,7 @@ PostgreSQL, honestly: READ COMMITTED gives alice fresh rows on every read (measu
 session still leaves its connection "idle in transaction"; the app's
 idle_in_transaction_session_timeout (30 s; the scenario serves it with 5 s) ends it (the scenario polls pg_stat_activity,
 bounded), and then alice's reads fail on either thread because her session was never rolled
-back: CRASH, about 5 s per PostgreSQL broken run. In the fixed app alice's connection is not
+back: CRASH, after that timeout on each PostgreSQL broken run. In the fixed app alice's connection is not
 in a transaction, so nothing is waited for and her reads pass.
 """
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Make PostgreSQL (with a hot standby of it), MariaDB and Redis (the task queue's broker)
-# available on 127.0.0.1 for the lab (run by `make services`).
+# Make PostgreSQL (with a hot standby of it), MariaDB (with a delayed replica of it) and Redis
+# (the task queue's broker) available on 127.0.0.1 for the lab (run by `make services`).
 #
 # - Installs a server if it is missing, starts it if it does not answer, and records in
 #   .lab/started-<server> that the lab started it (so `make clean` stops only what we started).
@@ -8,6 +8,8 @@
 #   connected as the administrator over the local socket: that works whatever the machine
 #   uses for TCP auth (trust, password, ...), so we never depend on trust over TCP.
 # - Verifies that `lab` can log in over TCP with its password, the way the tests connect.
+# - The replicas exist for the replica_lag cause: each replays its primary a fixed 1 s late. The
+#   MariaDB primary needs a binary log for it: one that has none is restarted once with one.
 # - Idempotent: a second run creates, alters and starts nothing.
 set -euo pipefail
 
@@ -286,11 +288,12 @@ mariadb_server_version="$(MYSQL_PWD=lab mariadb -h 127.0.0.1 -P "$MARIADB_PORT" 
 # leaves it running.
 if [ "$(mariadb_admin -N -B -e 'SELECT @@log_bin')" != "1" ]; then
     note "MariaDB writes no binary log (its replica needs one): restarting it with ${MARIADB_BINLOG_OPTIONS[*]}"
+    primary_pid="$(as_root cat "$(mariadb_admin -N -B -e 'SELECT @@pid_file')")"
     mariadb_admin -e 'SHUTDOWN'
-    wait_until sh -c '! mariadb-admin --protocol=socket --socket="$1" -uroot --connect-timeout=1 ping >/dev/null 2>&1' sh "$MARIADB_SOCKET" \
-        || die "MariaDB did not shut down within ${WAIT_SECONDS}s"
-    # The socket answers a moment before the old process has let go of its files.
-    wait_until sh -c '! pgrep -x mariadbd >/dev/null' || die "the old mariadbd is still running after ${WAIT_SECONDS}s"
+    # The socket stops answering a moment before the old process has let go of its files: wait
+    # for that process (by its pid: the lab's replica is a mariadbd too).
+    wait_until sh -c '! kill -0 "$1" 2>/dev/null' sh "$primary_pid" \
+        || die "MariaDB (pid $primary_pid) did not shut down within ${WAIT_SECONDS}s"
     as_root rm -f "$MARIADB_PIDFILE"
     as_root start-stop-daemon --start --background --make-pidfile \
         --pidfile "$MARIADB_PIDFILE" --output "$LAB_DIR/mariadbd.out" \

@@ -13,7 +13,7 @@ from notebooks.build import build, execute, names
 
 
 def test_every_cause_has_its_notebook() -> None:
-    from lab.harness.runner import scenario_modules
+    from scenarios import scenario_modules
 
     wanted = {"00_overview", "long_operations", "claims_check", *scenario_modules()}
     assert wanted <= set(names()), f"missing notebooks: {sorted(wanted - set(names()))}"
@@ -32,7 +32,7 @@ def test_every_cause_notebook_runs_its_cells_and_asserts_the_expected_verdicts()
     """tests/test_scenarios.py runs a cause that is not steered once, with the doctor; the plain
     run of each of its cells is its notebook's, which must check every verdict against the
     expected matrix."""
-    from lab.harness.runner import scenario_modules
+    from scenarios import scenario_modules
 
     for cause, module in scenario_modules().items():
         if module.CAUSE.kind != "cause":

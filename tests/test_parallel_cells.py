@@ -8,6 +8,7 @@ from collections import Counter
 
 from lab.harness.parallel import lanes, run_cells
 from lab.harness.runner import load_expected
+from scenarios import scenario_modules
 
 
 def test_a_server_backend_keeps_all_its_cells_in_one_lane() -> None:
@@ -29,7 +30,7 @@ def test_cells_run_in_two_processes_give_the_expected_verdicts_in_order() -> Non
     cells = [("global_cache", "broken", "sqlite"), ("global_cache", "fixed", "sqlite"),
              ("myth_flush", "claim", "sqlite"), ("myth_flush", "cure", "sqlite")]
     said: list[str] = []
-    results = run_cells(cells, jobs=2, show_timeline=False, echo=said.append)
+    results = run_cells(cells, jobs=2, show_timeline=False, find_modules=scenario_modules, echo=said.append)
     assert [(r.cause, r.app, r.backend) for r in results] == cells
     expected = load_expected()
     assert [r.verdict for r in results] == [expected[c][a][b]["verdict"] for c, a, b in cells]

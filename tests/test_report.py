@@ -18,16 +18,18 @@ from typing import Any, Iterator
 
 import pytest
 
-from lab import report
+from lab.reporting import report
 from lab.harness import runner
+from lab.harness.scenario import SCREENSHOTS_VARIABLE
 from lab.harness.verdicts import FRESH, LOST
-from lab.reportdoc import inline_md
+from lab.reporting.reportdoc import inline_md
+from scenarios import scenario_modules
 from tests.chromium import chromium
 
 pytestmark = pytest.mark.slow
 
 # Every section the report must have for the results made here.
-SECTIONS = ["summary", "matrix", "matrix-causes", "myths-table", "missing", "causes", "cause-uncommitted",
+SECTIONS = ["summary", "answer", "answer-intro", "answer-3", "answer-check", "answer-doctor", "matrix", "matrix-causes", "myths-table", "missing", "causes", "cause-uncommitted",
             "myths", "load", "load-sqlite", "plots", "plots-sqlite", "about"]
 LOAD_ARGS = ["--cause", "uncommitted", "--db", "sqlite", "--users", "6", "--duration", "3", "--size", "300",
              "--reader-weight", "2", "--writer-weight", "1", "--ratio-seconds", "0"]
@@ -47,12 +49,17 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         # loadtests/__main__.py prints the results folder relative to load_runner.REPO_ROOT, which a
         # folder outside the repository is not: make this run's base that root (only the print uses it).
         patch.setattr(load_runner, "REPO_ROOT", base)
-        module = runner.scenario_modules()["uncommitted"]
+        module = scenario_modules()["uncommitted"]
         cells = {app: runner.run_cell(module, app, "sqlite", lambda _line: None) for app in ("broken", "fixed")}
+        # The page in Chromium at the moment each cause shows, as `make report` takes it.
+        patch.setenv(SCREENSHOTS_VARIABLE, "1")
+        shown = {(cause, app): runner.run_cell(scenario_modules()[cause], app, "sqlite", lambda _line: None)
+                 for cause in report.SCREENSHOT_CAUSES for app in ("broken", "fixed")}
+        patch.delenv(SCREENSHOTS_VARIABLE)
         assert loadtests.__main__.main(LOAD_ARGS) == 0, "the short load did not complete"
     html_path, md_path = report.make_report(results_dir, base / "reports")
     load = json.loads((results_dir / "sqlite" / "uncommitted" / "load" / "latest" / "results.json").read_text())
-    yield {"cells": cells, "html": html_path, "md": md_path, "load": load}
+    yield {"cells": cells, "shown": shown, "html": html_path, "md": md_path, "load": load}
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +89,15 @@ def check_page_in_chromium(built: dict[str, Any], browser: Any) -> None:
         assert image.get_attribute("src").startswith("data:image/png;base64,"), "an image is not embedded"
         width = browser.execute_script("return arguments[0].complete ? arguments[0].naturalWidth : 0", image)
         assert width > 0, f"image {image.get_attribute('alt')!r} did not load"
+    # The page as Chromium showed it, broken beside fixed, in the section of each cause that took it.
+    for cause in report.SCREENSHOT_CAUSES:
+        assert {cell.verdict for (c, _), cell in built["shown"].items() if c == cause} >= {FRESH}, cause
+        shot = browser.find_element(By.CSS_SELECTOR, f"#cause-{cause} figure img")
+        width, height = browser.execute_script(
+            "return arguments[0].complete ? [arguments[0].naturalWidth, arguments[0].naturalHeight] : [0, 0]", shot)
+        assert width > 2 * height > 0, (cause, width, height)  # two pages side by side
+        caption = browser.find_element(By.CSS_SELECTOR, f"#cause-{cause} figure figcaption").text
+        assert "left the broken app (" in caption and "right the fixed app (FRESH" in caption, caption
     # One self-contained page: nothing to fetch.
     assert not browser.find_elements(By.CSS_SELECTOR, "link[rel=stylesheet], script[src], img:not([src^='data:'])")
 
@@ -108,9 +124,19 @@ def check_texts(built: dict[str, Any]) -> None:
     # What was not run is stated, not hidden.
     missing = md[md.index('<a id="missing">'):md.index('<a id="causes">')]
     assert "PostgreSQL: no scenario was ever run on it" in missing and "MariaDB: no load result" in missing
-    assert "`global_cache` broken" in missing
+    assert "`shared_session` broken" in missing and "`global_cache` broken" not in missing
     # The Markdown twin: the same sections, its images as files beside it.
     for anchor in SECTIONS:
         assert f'<a id="{anchor}"></a>' in md, anchor
     images = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)
     assert images and all((built["md"].parent / image).stat().st_size > 0 for image in images)
+    # The answer to the client: the points these runs settle (3 from uncommitted, 1 from global_cache;
+    # 11 needs claims measurements too), kept; the others said to be unsettled.
+    answer = (built["md"].parent / "answer.md").read_text()
+    assert "### 3. Kept: Changes that are never committed cause it." in answer, answer[:2000]
+    assert "### 1. Kept: Stale data most often comes from ORM objects" in answer
+    assert "The claim **holds**, so this point is **kept**." in answer
+    assert "Not settled, for want of a stored run: points 2, 4, 5, 6, 7, 8, 9, 10, 11 " in answer
+    assert "- Kept: 2 (points 1, 3)" in answer and "- Dropped: none" in answer
+    assert "`pytest -p stale_doctor.pytest_plugin --stale-doctor`" in answer and "`replica_lag`" in answer
+    assert "Changes that are never committed cause it." in md[md.index('<a id="answer">'):md.index('<a id="matrix">')]

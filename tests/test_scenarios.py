@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.harness.runner import CellResult, load_expected, run_cell, scenario_modules
+from lab.harness.runner import CellResult, load_expected, run_cell
+from scenarios import scenario_modules
 from lab.harness.verdicts import FRESH, NOT_APPLICABLE
 
 MODULES = scenario_modules()

@@ -13,9 +13,12 @@ from __future__ import annotations
 import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from types import ModuleType
 from typing import Callable
 
-from lab.harness.runner import CellResult, run_cell, scenario_modules
+from lab.harness.runner import CellResult, run_cell
+
+Modules = Callable[[], dict[str, ModuleType]]  # the scenario modules by cause (a top-level function: lanes import it)
 
 Cell = tuple[str, str, str]  # cause, app, backend
 
@@ -35,8 +38,8 @@ def lanes(cells: list[Cell], jobs: int) -> list[list[Cell]]:
     return [lane for lane in grouped if lane]
 
 
-def _run_lane(lane: list[Cell], tag: str, show_timeline: bool) -> list[CellResult]:
-    modules = scenario_modules()
+def _run_lane(lane: list[Cell], tag: str, show_timeline: bool, find_modules: Modules) -> list[CellResult]:
+    modules = find_modules()
 
     def echo(line: str) -> None:
         if show_timeline or line.startswith(("[", "  =>")):
@@ -45,12 +48,14 @@ def _run_lane(lane: list[Cell], tag: str, show_timeline: bool) -> list[CellResul
     return [run_cell(modules[cause], app, backend, echo) for cause, app, backend in lane]
 
 
-def run_cells(cells: list[Cell], jobs: int, show_timeline: bool,
+def run_cells(cells: list[Cell], jobs: int, show_timeline: bool, find_modules: Modules,
               echo: Callable[[str], None] = print) -> list[CellResult]:
-    """Every cell's result, in the order of `cells`; lanes run in parallel when jobs > 1."""
+    """Every cell's result, in the order of `cells`; lanes run in parallel when jobs > 1.
+    `find_modules` gives the scenario module of each cause (`scenarios.scenario_modules`: the
+    harness does not import scenarios/, which stand on it)."""
     groups = lanes(cells, jobs)
     if len(groups) <= 1:
-        return _run_lane(cells, "", show_timeline) if cells else []
+        return _run_lane(cells, "", show_timeline, find_modules) if cells else []
     names = [lane[0][2] for lane in groups]
     names = [f"{name}-{names[:i].count(name) + 1}" if names.count(name) > 1 else name for i, name in enumerate(names)]
     width = max(len(name) for name in names)
@@ -61,6 +66,6 @@ def run_cells(cells: list[Cell], jobs: int, show_timeline: bool,
     # fork: the children start with the scenario modules already imported, and nothing here
     # has started a thread or opened a connection yet.
     with ProcessPoolExecutor(len(groups), mp_context=multiprocessing.get_context("fork")) as pool:
-        futures = [pool.submit(_run_lane, lane, tag, show_timeline) for lane, tag in zip(groups, tags)]
+        futures = [pool.submit(_run_lane, lane, tag, show_timeline, find_modules) for lane, tag in zip(groups, tags)]
         done = {cell: result for lane, future in zip(groups, futures) for cell, result in zip(lane, future.result())}
     return [done[cell] for cell in cells]

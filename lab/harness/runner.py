@@ -8,10 +8,8 @@ N/A only if that file says so, with the reason.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import json
 import os
-import pkgutil
 import shutil
 import tempfile
 import time
@@ -33,21 +31,6 @@ RESULT_SCHEMA_VERSION = 1
 RESULTS_DIR = REPO_ROOT / "results"
 EXPECTED_MATRIX = REPO_ROOT / "scenarios" / "expected_matrix.json"
 SCENARIO_SEED_SIZE = 200
-
-
-def scenario_modules() -> dict[str, ModuleType]:
-    """Every scenario in scenarios/, by cause name, in the order of the expected matrix."""
-    import scenarios
-
-    found: dict[str, ModuleType] = {}
-    for info in pkgutil.iter_modules(scenarios.__path__):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"scenarios.{info.name}")
-        if isinstance(getattr(module, "CAUSE", None), Cause):
-            found[module.CAUSE.name] = module
-    order = list(load_expected())
-    return dict(sorted(found.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
 
 
 def load_expected() -> dict[str, dict[str, dict[str, Any]]]:
@@ -125,7 +108,11 @@ def run_cell(module: ModuleType, app: str, backend: str, echo: Callable[[str], N
     }
     if doctor is not None:
         result["doctor"] = doctor
+    if scenario is not None and scenario.screenshots:
+        result["screenshots"] = scenario.screenshots
     path = _store(result, backend, cause.name, app, started)
+    for shot in result.get("screenshots", []):  # beside result.json, as the report reads them
+        shutil.copy(workdir / "screens" / shot["file"], path.parent / shot["file"])
     shutil.rmtree(workdir, ignore_errors=True)
     return CellResult(cause.name, app, backend, judgement.verdict, judgement.proof, judgement.staleness, version, str(path),
                       doctor=doctor["causes"] if doctor is not None else None)

@@ -34,6 +34,14 @@ DOCTOR_ENV = {
 }
 
 
+SCREENSHOTS_VARIABLE = "LAB_SCREENSHOTS"  # "1": scenarios that call Scenario.screenshot take them (make report)
+SCREENSHOT_SIZE = (1300, 520)  # the window: the filters and the first rows of the list page
+
+
+def screenshots_requested() -> bool:
+    return os.environ.get(SCREENSHOTS_VARIABLE) == "1"
+
+
 def doctor_requested() -> bool:
     return os.environ.get("LAB_DOCTOR") == "1"
 
@@ -91,6 +99,8 @@ class Scenario:
         self._txlog_offset = 0
         self._cleanup = ExitStack()
         self._servers: list[GunicornServer] = []
+        self.screenshots: list[dict[str, str]] = []  # name, caption, url, file (in workdir/screens/)
+        self._browser: Any = None
 
     # ---- running the app ---------------------------------------------------------------
 
@@ -129,6 +139,28 @@ class Scenario:
         self._cleanup.callback(hold.release)
         hold.start()
         return hold
+
+    def screenshot(self, server: GunicornServer, name: str, caption: str, path: str = "/transactions?limit=1") -> None:
+        """When screenshots are requested (LAB_SCREENSHOTS=1, as `make report` runs the causes it
+        shows), open `path` on `server` in headless Chromium (lab/harness/browser.py, one per
+        scenario, stopped at its end) and keep a PNG of the page as the user sees it now. The
+        browser's request is one more request to the app: a scenario takes it where it cannot
+        change what the scenario observes (after the read it shows, with the same steering)."""
+        if not screenshots_requested():
+            return
+        if self._browser is None:
+            from lab.harness.browser import Browser
+
+            self._browser = Browser().start()
+            self._cleanup.callback(self._browser.stop)
+        url = f"http://127.0.0.1:{server.port}{path}"
+        self._browser.driver.set_window_size(*SCREENSHOT_SIZE)
+        self._browser.driver.get(url)
+        folder = self.workdir / "screens"
+        folder.mkdir(exist_ok=True)
+        (folder / f"{name}.png").write_bytes(self._browser.driver.get_screenshot_as_png())
+        self.screenshots.append({"name": name, "caption": caption, "url": path, "file": f"{name}.png"})
+        self.note(f"screenshot {name}: {path} in headless Chromium")
 
     def on_close(self, callback: Callable[[], Any]) -> None:
         """Run `callback` when the scenario ends, whatever happened (stop what a step started)."""

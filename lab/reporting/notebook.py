@@ -10,7 +10,9 @@ import subprocess
 
 from lab import databases
 from lab.engine import REPO_ROOT
-from lab.harness.runner import CellResult, load_expected, run_cell, scenario_modules
+from lab.harness.runner import CellResult, load_expected, run_cell
+from lab.reporting.claims import Seen
+from scenarios import scenario_modules
 
 
 def backends_here() -> list[str]:
@@ -39,6 +41,11 @@ def run(cause: str, backends: list[str], timeline: bool = True) -> list[CellResu
         for app in module.CAUSE.app_modules:
             cells.append(run_cell(module, app, backend, print if timeline else (lambda _line: None)))
     return cells
+
+
+def seen(cells: list[CellResult]) -> list[Seen]:
+    """The cells as the claims read them (lab/reporting/claims.py): verdicts and observations."""
+    return [Seen(cell.cause, cell.app, cell.backend, cell.verdict, cell.staleness, observations(cell)) for cell in cells]
 
 
 def verdicts(cells: list[CellResult]) -> dict[tuple[str, str], str]:

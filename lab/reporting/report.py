@@ -1,15 +1,21 @@
-"""python -m lab.report: the client-facing report, built only from stored results of real runs.
+"""python -m lab.reporting.report: the client-facing report, built only from stored results of real runs.
 
 Reads the latest scenario results (results/<backend>/<cause>/<app>/latest/result.json) and
 load results (results/<backend>/<cause>/load/latest*/), and writes reports/report.html (one
 self-contained page: CSS inline, plots as base64 PNG) and reports/report.md (the same content,
 plots in reports/report-images/). Every verdict, proof, version and figure comes from those
 files; the explanations come from the broken variants' and scenarios' docstrings and the fix
-from fixed/app.py. A backend, cell or load that has no result is said so in the report.
+from fixed/app.py. A backend, cell or load that has no result is said so in the report. It also
+writes reports/answer.md, the consultant's answer to the client point by point (lab/reporting/
+answer.py: the claims of the claims_check notebook settled by the same results), which the
+HTML report carries as a section.
 
 With --run-missing (what `make report` does) it first runs what is missing: the scenario cells
 with no result on each backend (`python -m scenarios`) and, on a backend with no load result
-at all, one short load (`python -m loadtests`).
+at all, one short load (`python -m loadtests`), and claims 10 and 11's measurements when none
+is stored (results/claims/latest/). It always runs SCREENSHOT_CAUSES on SQLite with screenshots
+(LAB_SCREENSHOTS=1): the page in headless Chromium at the moment each cause shows, broken
+beside fixed, embedded in the cause's section.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import datetime as dt
 import difflib
 import json
 import re
+import os
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -31,9 +38,13 @@ from typing import Any
 from lab import databases
 from lab.engine import REPO_ROOT
 from lab.harness import runner, verdicts
-from lab.reportdoc import Bullets, Cell, Code, Document, Figure, Para, Section, Table, write
+from lab.harness.scenario import SCREENSHOTS_VARIABLE
+from lab.reporting import answer, claims
+from lab.reporting.reportdoc import Bullets, Cell, Code, Document, Figure, Para, Section, Table, to_markdown, write
+from scenarios import scenario_modules
 
 BACKEND_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mariadb": "MariaDB"}
+SCREENSHOT_CAUSES = ("global_cache", "long_transaction", "http_cache")  # the page shown, broken beside fixed
 BUG_VERDICTS = {verdicts.STALE, verdicts.LOST, verdicts.CRASH, verdicts.SHARED_CONNECTION}
 LOAD_LINKS = {"latest": False, "latest-distributed": True}  # link name -> distributed
 STALENESS = {verdicts.IN_ORM: "the ORM (a held object)", verdicts.IN_DATABASE: "the database (an old snapshot)",
@@ -95,7 +106,7 @@ class Results:
 
 
 def collect(results_dir: Path, notes: list[str] | None = None) -> Results:
-    modules = runner.scenario_modules()
+    modules = scenario_modules()
     cells: dict[tuple[str, str, str], dict[str, Any]] = {}
     for cause, module in modules.items():
         for app in module.CAUSE.app_modules:
@@ -434,6 +445,9 @@ def cause_section(results: Results, cause: str) -> Section:
         section.add(Para(f"**Timeline** of the broken app on {run.get('server_version') or run['backend']} "
                          f"(run {when(run.get('started_at'))}, {run.get('duration_seconds', 0):.1f} s): "
                          f"{run['verdict']}: {run['proof']}"), timeline_table(run))
+    shots = screenshots_figure(results, cause)
+    if shots is not None:
+        section.add(shots)
     if text.get("why"):
         section.add(Para(f"**Why.** {sentence(text['why'])}"))
     if text.get("cure"):
@@ -442,6 +456,31 @@ def cause_section(results: Results, cause: str) -> Section:
         section.add(Code(fix_diff(cause), f"The bug as a diff: `diff -u fixed/app.py broken/{cause}.py`", "diff"))
     section.add(proofs_table(results, cause))
     return section
+
+
+def screenshots_figure(results: Results, cause: str) -> Figure | None:
+    """The page in headless Chromium, broken beside fixed, at the moment the cause shows: the
+    screenshots the latest runs on one backend took (`make report` takes them, SCREENSHOT_CAUSES)."""
+    from lab.reporting.reportplots import side_by_side
+
+    for backend in databases.BACKENDS:
+        runs = {app: results.cells.get((cause, app, backend)) for app in ("broken", "fixed")}
+        shots = {app: (run or {}).get("screenshots") or [] for app, run in runs.items()}
+        if not (shots["broken"] and shots["fixed"]):
+            continue
+        folder = {app: results.results_dir / backend / cause / app / "latest" for app in runs}
+        first = {app: shots[app][0] for app in runs}
+        paths = {app: folder[app] / first[app]["file"] for app in runs}
+        if not all(path.exists() for path in paths.values()):
+            continue
+        broken, fixed = runs["broken"], runs["fixed"]
+        caption = (f"{first['broken']['caption']}, `{first['broken']['url']}` in headless Chromium on "
+                   f"{broken.get('server_version') or backend}: left the broken app ({broken['verdict']}, run "
+                   f"{when(broken.get('started_at'))}), right the fixed app ({fixed['verdict']}, run "
+                   f"{when(fixed.get('started_at'))}).")
+        return Figure(f"screens-{backend}-{cause}", side_by_side(paths["broken"].read_bytes(), paths["fixed"].read_bytes()),
+                      caption)
+    return None
 
 
 def myth_section(results: Results, myth: str) -> Section:
@@ -535,7 +574,7 @@ def load_section(results: Results) -> Section:
 
 
 def plots_section(results: Results) -> Section:
-    from lab.reportplots import app_series, plot_load  # matplotlib only when there is a load to plot
+    from lab.reporting.reportplots import app_series, plot_load  # matplotlib only when there is a load to plot
 
     section = Section("plots", "Plots: stale reads and latency over time")
     if not results.loads:
@@ -575,7 +614,7 @@ def about_section(results: Results) -> Section:
     started = sorted(c.get("started_at", "") for c in results.cells.values() if c.get("started_at"))
     span = f"between {when(started[0])} and {when(started[-1])}" if started else "none found"
     return Section("about", "How this report was made", [
-        Para(f"Generated {when(dt.datetime.now(dt.timezone.utc).isoformat())} by `python -m lab.report` "
+        Para(f"Generated {when(dt.datetime.now(dt.timezone.utc).isoformat())} by `python -m lab.reporting.report` "
              f"(`make report`) from `{shown_path(results.results_dir)}`: {len(results.cells)} scenario results (runs {span}) "
              f"and {len(results.loads)} load results, each the `latest` run of its cell."),
         Bullets(["reproduce every cell: `make reproduce DB=all` (one cause: `make <cause> DB=...`, with its timeline)",
@@ -585,9 +624,20 @@ def about_section(results: Results) -> Section:
     ])
 
 
+def answer_document(results: Results) -> Document:
+    """reports/answer.md: the consultant's answer to the client, from the same runs as the report."""
+    return Document("Your transactions page and stale data: our answer, point by point",
+                    f"Generated {when(dt.datetime.now(dt.timezone.utc).isoformat())} by `make report` from the "
+                    f"stored results of real runs on {answer.servers(results)}; every verdict below is read from them.",
+                    answer.answer_sections(results, claims.latest_measurements(results.results_dir / "claims")))
+
+
 def build(results: Results) -> Document:
     versions = ", ".join(results.server_name(b) for b in results.backends_with_results()) or "no backend"
-    sections = [summary_section(results), matrix_section(results), missing_section(results),
+    sections = [summary_section(results),
+                Section("answer", "The answer to the client, point by point",
+                        answer.answer_sections(results, claims.latest_measurements(results.results_dir / "claims"))),
+                matrix_section(results), missing_section(results),
                 Section("causes", "Causes, one by one", [cause_section(results, c) for c in results.names("cause")]),
                 Section("myths", "Myths, settled per backend", [myth_section(results, m) for m in results.names("myth")]),
                 load_section(results), plots_section(results), about_section(results)]
@@ -636,6 +686,14 @@ def run_missing(results_dir: Path, wanted: str, load: dict[str, Any]) -> list[st
             status = subprocess.call(command, cwd=REPO_ROOT)
             if status not in (0, 1):  # 1: some cell not as expected; the report shows which
                 notes.append(f"`python -m scenarios --db {backend}` could not run (exit status {status}).")
+    # The page in Chromium at the moment each of these causes shows: taken by this run, on SQLite.
+    command = [sys.executable, "-m", "scenarios", "--db", "sqlite", "--cause", ",".join(SCREENSHOT_CAUSES)]
+    print("$ LAB_SCREENSHOTS=1 " + " ".join(command[1:]), flush=True)
+    if subprocess.call(command, cwd=REPO_ROOT, env={**os.environ, SCREENSHOTS_VARIABLE: "1"}) not in (0, 1):
+        notes.append("the screenshots of the page in Chromium could not be taken (see the output of `make report`).")
+    if claims.latest_measurements(results_dir / "claims") is None:  # claims 10 and 11 of the answer
+        print("$ measuring claims 10 and 11 (lab/reporting/claims.py)", flush=True)
+        claims.store_measurements(claims.measure(backends), results_dir / "claims")
     for backend in backends:
         if not any(l.backend == backend for l in current.loads):
             command = [sys.executable, "-m", "loadtests", "--cause", load["cause"], "--db", backend,
@@ -647,11 +705,14 @@ def run_missing(results_dir: Path, wanted: str, load: dict[str, Any]) -> list[st
 
 
 def make_report(results_dir: Path, out_dir: Path, notes: list[str] | None = None) -> tuple[Path, Path]:
-    return write(build(collect(results_dir, notes)), out_dir)
+    results = collect(results_dir, notes)
+    (out_dir / "answer.md").parent.mkdir(parents=True, exist_ok=True)
+    (out_dir / "answer.md").write_text(to_markdown(answer_document(results), "answer-images"))
+    return write(build(results), out_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab.report", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m lab.reporting.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=runner.RESULTS_DIR, help="results folder (default: results/)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports", help="where to write (default: reports/)")
@@ -666,18 +727,18 @@ def main(argv: list[str] | None = None) -> int:
         print("note:", note)
     html_path, md_path = make_report(args.results, args.out, notes)
     print(f"wrote {shown_path(html_path)} "
-          f"and {md_path.name} (images in {md_path.stem}-images/)")
+          f"and {md_path.name} (images in {md_path.stem}-images/), and answer.md")
     russian = write_long_operations_ru(args.out, args.db if args.run_missing else None)
     print(f"wrote {shown_path(russian)}" if russian else
           "no long-operations measurement stored: reports/long-operations.ru.md not written "
-          "(`make report` measures it, or `python -m lab.long_operations_ru`)")
+          "(`make report` measures it, or `python -m lab.reporting.long_operations_ru`)")
     return 0
 
 
 def write_long_operations_ru(out_dir: Path, measure_on: str | None) -> Path | None:
     """reports/long-operations.ru.md from the latest stored long_operations measurements; with
     `measure_on` (make report's --db), measured first on those backends when none is stored."""
-    from lab import long_operations_ru
+    from lab.reporting import long_operations_ru
 
     found = long_operations_ru.latest()
     if found is None and measure_on is not None:

@@ -100,3 +100,16 @@ def plot_load(series: list[AppSeries], title: str) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def side_by_side(left_png: bytes, right_png: bytes, gap: int = 16) -> bytes:
+    """Two screenshots in one PNG, left beside right, on white (Pillow: matplotlib's own dependency)."""
+    from PIL import Image
+
+    left, right = (Image.open(io.BytesIO(png)).convert("RGB") for png in (left_png, right_png))
+    both = Image.new("RGB", (left.width + gap + right.width, max(left.height, right.height)), "white")
+    both.paste(left, (0, 0))
+    both.paste(right, (left.width + gap, 0))
+    out = io.BytesIO()
+    both.save(out, format="PNG", optimize=True)
+    return out.getvalue()
