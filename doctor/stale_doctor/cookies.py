@@ -57,20 +57,29 @@ def load_listener(m: "Monitor") -> Callable[..., None]:
     get_scope = current.get
 
     def on_load(state: InstanceState[Any], context: Any, *_keys: Any) -> None:
+        # A shallow copy of the row's attributes, as loaded (the object itself may be gone by the
+        # end of the request): its text values are looked for only when the request has
+        # modified the cookie session, which few requests do.
         try:
             scope = get_scope()
-            if scope is None or scope.kind != "request" or len(scope.loaded_text) >= MAX_VALUES_PER_REQUEST:
-                return
-            values = state.dict
-            row = state.key[1] if state.key is not None else ()
-            for key, column in _text_columns(state.mapper):
-                value = values.get(key)
-                if type(value) is str and len(value) >= MIN_LENGTH:
-                    scope.loaded_text.setdefault(value, (column, row, state.class_.__name__))
+            if scope is not None and scope.kind == "request" and len(scope.loaded_states) < MAX_VALUES_PER_REQUEST:
+                scope.loaded_states.append((state.mapper, state.key, state.dict.copy()))
         except Exception:
             m.internal_error("cookies.on_load")
 
     return on_load
+
+
+def loaded_text(scope: Scope) -> dict[str, tuple[str, Any, str]]:
+    """text -> (table.column, row key, model) of the text values the request's rows held as loaded."""
+    found: dict[str, tuple[str, Any, str]] = {}
+    for mapper, identity_key, values in scope.loaded_states:
+        row = identity_key[1] if identity_key is not None else ()
+        for key, column in _text_columns(mapper):
+            value = values.get(key)
+            if type(value) is str and len(value) >= MIN_LENGTH:
+                found.setdefault(value, (column, row, mapper.class_.__name__))
+    return found
 
 
 def _leaves(value: Any, path: str, depth: int = 0) -> Iterator[tuple[str, str]]:
@@ -95,11 +104,12 @@ def _sent_by_the_user() -> set[str]:
 
 def check_session(m: "Monitor", scope: Scope) -> None:
     """At request_finished: did this request write database values into the cookie session?"""
-    if not scope.loaded_text:
+    if not scope.loaded_states:
         return
     session = flask.session
     if not getattr(session, "modified", False):
         return
+    loaded = loaded_text(scope)
     sent: set[str] | None = None
     copies: dict[str, list[tuple[str, str, str, Any, str]]] = {}  # key -> (path, value, column, row, model)
     looked = 0
@@ -110,7 +120,7 @@ def check_session(m: "Monitor", scope: Scope) -> None:
             looked += 1
             if looked > MAX_LEAVES:
                 break
-            origin = scope.loaded_text.get(text)
+            origin = loaded.get(text)
             if origin is None:
                 continue
             if sent is None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, class_mapper
 
 from .scopes import current
 from .sessions import TRACK_KEY
@@ -33,13 +33,23 @@ WRITTEN_KEY = "stale_doctor.cache_rows_written"  # session.info: rows flushed, n
 NOTE_SECONDS = 3600
 
 _committed_rows: dict[int, set[tuple[str, str]]] = {}  # request serial -> rows its commits wrote
-_loaded_rows: dict[int, set[tuple[str, str]]] = {}  # request serial -> rows it loaded
+# request serial -> the identity keys (class, primary key, token) of the rows it loaded: kept as
+# the ORM gives them, so a load costs a set insertion; made (table, key) rows only when needed.
+_loaded_keys: dict[int, set[tuple[Any, ...]]] = {}
 
 
 def _row(state: Any) -> tuple[str, str] | None:
     if state.identity is None:
         return None
     return state.mapper.local_table.name, "/".join(str(part) for part in state.identity)
+
+
+def _loaded_rows(serial: int) -> set[tuple[str, str]]:
+    """The rows (table, primary key) request `serial` loaded."""
+    rows = set()
+    for class_, identity, _token in _loaded_keys.get(serial, ()):
+        rows.add((class_mapper(class_).local_table.name, "/".join(str(part) for part in identity)))
+    return rows
 
 
 def load_listener(m: "Monitor") -> Callable[..., None]:
@@ -49,8 +59,8 @@ def load_listener(m: "Monitor") -> Callable[..., None]:
     def on_load(state: Any, context: Any, *_keys: Any) -> None:
         try:
             scope = get_scope()
-            if scope is not None and scope.kind == "request" and (row := _row(state)) is not None:
-                _loaded_rows.setdefault(scope.serial, set()).add(row)
+            if scope is not None and scope.kind == "request" and state.key is not None:
+                _loaded_keys.setdefault(scope.serial, set()).add(state.key)
         except Exception:
             m.internal_error("datacache.on_load")
 
@@ -77,7 +87,8 @@ def on_after_commit(m: "Monitor", session: Session) -> None:
     tables = set(track.wrote["tables"]) if track is not None and track.wrote is not None else set()
     if scope is None or scope.kind != "request":
         return
-    written |= {row for row in _loaded_rows.get(scope.serial, ()) if row[0] in tables}
+    if tables:
+        written |= {row for row in _loaded_rows(scope.serial) if row[0] in tables}
     if written:
         _committed_rows.setdefault(scope.serial, set()).update(written)
 
@@ -88,7 +99,7 @@ def on_after_rollback(m: "Monitor", session: Session) -> None:
 
 def request_ended(serial: int) -> None:
     _committed_rows.pop(serial, None)
-    _loaded_rows.pop(serial, None)
+    _loaded_keys.pop(serial, None)
 
 
 def wrap_caches(m: "Monitor", app: Any) -> None:
@@ -150,7 +161,7 @@ def _on_set(m: "Monitor", set_: Callable[..., Any], key: str) -> None:
     scope = _request(m)
     if scope is None:
         return
-    rows = sorted(_loaded_rows.get(scope.serial, ()))
+    rows = sorted(_loaded_rows(scope.serial))
     if rows:
         set_(f"{PREFIX}set:{key}", {"at": time.time(), "rows": rows, "request": scope.label()}, timeout=NOTE_SECONDS)
 

@@ -320,6 +320,7 @@ class Monitor:
             return
         sessions.check_pending(self, scope)
         datacache.request_ended(scope.serial)
+        scope.loaded_states.clear()  # the copies of the request's loaded rows: not kept beyond it
         scope.ended = True
 
     def _got_request_exception(self, app: flask.Flask, exception: BaseException, **_: Any) -> None:

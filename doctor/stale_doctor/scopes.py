@@ -43,7 +43,7 @@ class Scope:
     sessions: list["weakref.ReferenceType[Any]"] = field(default_factory=list)
     session_ids: set[int] = field(default_factory=set)
     loaded: list["weakref.ReferenceType[Any]"] = field(default_factory=list)
-    loaded_text: dict[str, tuple[str, Any, str]] = field(default_factory=dict)  # text -> (table.column, row key, model)
+    loaded_states: list[tuple[Any, Any, dict[str, Any]]] = field(default_factory=list)  # (mapper, identity key, attributes as loaded)
     locking_reads: bool = False
     # identity_map: the main table of the ORM SELECT being run, and per table the statement
     # number of its latest locking read (FOR UPDATE / FOR SHARE) in this scope.
