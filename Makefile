@@ -158,7 +158,7 @@ jupyter: venv ## JupyterLab from the lock on 127.0.0.1, the lab's kernel (LAB_TE
 	$(PY) -m notebooks.jupyter --port $(or $(JUPYTER_PORT),8888)
 # ---- end of notebooks ----
 
-# ---- report (lab/reporting/report.py, issue 5): one self-contained HTML page and its Markdown twin ----
+# ---- report (reporting/report.py, issue 5): one self-contained HTML page and its Markdown twin ----
 # DB defaults to sqlite above for the other targets; unless DB is given, the report runs the
 # missing cells on SQLite and every server that answers (auto), and says in the report which
 # server did not answer. It reads the latest results and runs only what has no result yet.
@@ -166,5 +166,5 @@ REPORT_DB = $(if $(filter file,$(origin DB)),auto,$(DB))
 
 .PHONY: report
 report: venv ## Write reports/report.html (self-contained), reports/report.md and reports/long-operations.ru.md from the latest results, running what is missing [DB=auto|sqlite|postgresql|mariadb|all]
-	$(PY) -m lab.reporting.report --run-missing --db $(REPORT_DB)
+	$(PY) -m reporting.report --run-missing --db $(REPORT_DB)
 # ---- end of report ----

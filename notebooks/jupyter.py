@@ -5,7 +5,7 @@
 The server is this virtualenv's JupyterLab; its kernel is this virtualenv's Python (ipykernel
 from the lock), started with the server's environment: the `LAB_TEST_*` URLs pass through (the
 Makefile exports them), so cells on PostgreSQL and MariaDB run where the servers answer, and
-`PYTHONPATH` holds the repository, so `from lab.reporting import notebook` imports from the notebooks'
+`PYTHONPATH` holds the repository, so `from reporting import notebook` imports from the notebooks'
 folder. The server binds 127.0.0.1 only and asks for a token, printed in the URL once the
 server answers. Ctrl-C (or SIGTERM) stops it.
 """

@@ -1,11 +1,11 @@
-"""lab/reporting/claims.py settles a claim from the cells it reads: the verdict follows the
+"""reporting/claims.py settles a claim from the cells it reads: the verdict follows the
 cells (a claim that holds stops holding when one backend's cell says otherwise), a claim
 without its cells is left out, and the answer's action is the verdict's."""
 
 from __future__ import annotations
 
-from lab.reporting import claims
-from lab.reporting.claims import DOES_NOT_HOLD, HOLDS, IN_PART, Seen
+from reporting import claims
+from reporting.claims import DOES_NOT_HOLD, HOLDS, IN_PART, Seen
 
 
 def _cells(cause: str, sides: dict[str, dict[str, str]], staleness: str = "") -> list[Seen]:

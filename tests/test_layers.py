@@ -5,7 +5,7 @@
 2. the harness, `lab/harness/`, which runs a scenario module it is given;
 3. what stands on both: `scenarios/` and `loadtests/`; the doctor (`doctor/stale_doctor`)
    stands alone, as it is installed into other people's apps;
-4. what reads their results: `lab/reporting/` (the report, the notebook helpers, the Russian
+4. what reads their results: `reporting/` (the report, the notebook helpers, the Russian
    answer), `notebooks/`.
 
 A module may import from its own room and the rooms below it, never above. Every import is
@@ -23,12 +23,12 @@ import pytest
 from lab.engine import REPO_ROOT
 
 ROOMS = {  # room -> (its files, the top-level names it must not import)
-    "app core": (["lab/*.py"], {"lab.harness", "lab.reporting", "scenarios", "loadtests", "notebooks", "fixed", "broken",
+    "app core": (["lab/*.py"], {"lab.harness", "reporting", "scenarios", "loadtests", "notebooks", "fixed", "broken",
                                 "tests"}),
-    "harness": (["lab/harness/*.py"], {"lab.reporting", "scenarios", "loadtests", "notebooks", "fixed", "broken",
+    "harness": (["lab/harness/*.py"], {"reporting", "scenarios", "loadtests", "notebooks", "fixed", "broken",
                                        "tests"}),
-    "scenarios": (["scenarios/*.py"], {"lab.reporting", "loadtests", "notebooks", "tests"}),
-    "loads": (["loadtests/*.py"], {"lab.reporting", "scenarios", "notebooks", "tests"}),
+    "scenarios": (["scenarios/*.py"], {"reporting", "loadtests", "notebooks", "tests"}),
+    "loads": (["loadtests/*.py"], {"reporting", "scenarios", "notebooks", "tests"}),
     "doctor": (["doctor/stale_doctor/*.py"], {"lab", "scenarios", "loadtests", "notebooks", "fixed", "broken", "tests"}),
 }
 
@@ -41,7 +41,7 @@ def imported_names(path: Path) -> set[str]:
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-            names |= {f"{node.module}.{alias.name}" for alias in node.names}  # `from lab import reporting`
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}  # `from lab import harness`
         elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
               and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
             names.add(node.args[0].value)
@@ -65,7 +65,7 @@ def test_no_room_imports_a_room_above_it(room: str) -> None:
 def test_the_check_sees_lazy_and_dynamic_imports(tmp_path: Path) -> None:
     module = tmp_path / "sample.py"
     module.write_text("import importlib\n\ndef later():\n    from scenarios.__main__ import check_backend\n"
-                      "    return importlib.import_module('loadtests.runner')\n\nfrom lab import reporting\n")
+                      "    return importlib.import_module('loadtests.runner')\n\nfrom lab import harness\nimport reporting.answer\n")
     names = imported_names(module)
-    assert {"scenarios.__main__", "loadtests.runner", "lab.reporting"} <= names
-    assert _forbidden("lab.reporting.report", {"lab.reporting"}) and not _forbidden("lab.reportingx", {"lab.reporting"})
+    assert {"scenarios.__main__", "loadtests.runner", "lab.harness", "reporting.answer"} <= names
+    assert _forbidden("reporting.report", {"reporting"}) and not _forbidden("reportingx", {"reporting"})

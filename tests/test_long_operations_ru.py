@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from lab import databases
-from lab.reporting import long_operations_ru as ru
+from reporting import long_operations_ru as ru
 
 
 def test_russian_numbers_and_plurals() -> None:

@@ -18,11 +18,11 @@ from typing import Any, Iterator
 
 import pytest
 
-from lab.reporting import report
+from reporting import report
 from lab.harness import runner
 from lab.harness.scenario import SCREENSHOTS_VARIABLE
 from lab.harness.verdicts import FRESH, LOST
-from lab.reporting.reportdoc import inline_md
+from reporting.reportdoc import inline_md
 from scenarios import scenario_modules
 from tests.chromium import chromium
 

@@ -2,7 +2,7 @@
 
 The client's crypto-transactions page "does not always reflect the latest database changes,
 even after `db.session.remove()` and `db.session.expire_all()`". A first draft answered in the
-eleven points of lab/reporting/claims.py. Each point is kept, corrected or dropped by the
+eleven points of reporting/claims.py. Each point is kept, corrected or dropped by the
 verdict its claim gets from the stored scenario results and claims measurements (the same
 code as the claims_check notebook), put in the client's terms: their page, their session
 handling. It ends with what to check in their own code, cause by cause (the doctor's own list
@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from lab import databases
-from lab.reporting import claims
-from lab.reporting.reportdoc import Bullets, Para, Section, Table
+from reporting import claims
+from reporting.reportdoc import Bullets, Para, Section, Table
 
 # Each point of the draft answer as it bears on the client's page and session handling (words
 # only: whether it is kept, corrected or dropped is the run's verdict).

@@ -1,4 +1,4 @@
-"""python -m lab.reporting.report: the client-facing report, built only from stored results of real runs.
+"""python -m reporting.report: the client-facing report, built only from stored results of real runs.
 
 Reads the latest scenario results (results/<backend>/<cause>/<app>/latest/result.json) and
 load results (results/<backend>/<cause>/load/latest*/), and writes reports/report.html (one
@@ -6,7 +6,7 @@ self-contained page: CSS inline, plots as base64 PNG) and reports/report.md (the
 plots in reports/report-images/). Every verdict, proof, version and figure comes from those
 files; the explanations come from the broken variants' and scenarios' docstrings and the fix
 from fixed/app.py. A backend, cell or load that has no result is said so in the report. It also
-writes reports/answer.md, the consultant's answer to the client point by point (lab/reporting/
+writes reports/answer.md, the consultant's answer to the client point by point (reporting/
 answer.py: the claims of the claims_check notebook settled by the same results), which the
 HTML report carries as a section.
 
@@ -39,8 +39,8 @@ from lab import databases
 from lab.engine import REPO_ROOT
 from lab.harness import runner, verdicts
 from lab.harness.scenario import SCREENSHOTS_VARIABLE
-from lab.reporting import answer, claims
-from lab.reporting.reportdoc import Bullets, Cell, Code, Document, Figure, Para, Section, Table, to_markdown, write
+from reporting import answer, claims
+from reporting.reportdoc import Bullets, Cell, Code, Document, Figure, Para, Section, Table, to_markdown, write
 from scenarios import scenario_modules
 
 BACKEND_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mariadb": "MariaDB"}
@@ -461,7 +461,7 @@ def cause_section(results: Results, cause: str) -> Section:
 def screenshots_figure(results: Results, cause: str) -> Figure | None:
     """The page in headless Chromium, broken beside fixed, at the moment the cause shows: the
     screenshots the latest runs on one backend took (`make report` takes them, SCREENSHOT_CAUSES)."""
-    from lab.reporting.reportplots import side_by_side
+    from reporting.reportplots import side_by_side
 
     for backend in databases.BACKENDS:
         runs = {app: results.cells.get((cause, app, backend)) for app in ("broken", "fixed")}
@@ -574,7 +574,7 @@ def load_section(results: Results) -> Section:
 
 
 def plots_section(results: Results) -> Section:
-    from lab.reporting.reportplots import app_series, plot_load  # matplotlib only when there is a load to plot
+    from reporting.reportplots import app_series, plot_load  # matplotlib only when there is a load to plot
 
     section = Section("plots", "Plots: stale reads and latency over time")
     if not results.loads:
@@ -614,7 +614,7 @@ def about_section(results: Results) -> Section:
     started = sorted(c.get("started_at", "") for c in results.cells.values() if c.get("started_at"))
     span = f"between {when(started[0])} and {when(started[-1])}" if started else "none found"
     return Section("about", "How this report was made", [
-        Para(f"Generated {when(dt.datetime.now(dt.timezone.utc).isoformat())} by `python -m lab.reporting.report` "
+        Para(f"Generated {when(dt.datetime.now(dt.timezone.utc).isoformat())} by `python -m reporting.report` "
              f"(`make report`) from `{shown_path(results.results_dir)}`: {len(results.cells)} scenario results (runs {span}) "
              f"and {len(results.loads)} load results, each the `latest` run of its cell."),
         Bullets(["reproduce every cell: `make reproduce DB=all` (one cause: `make <cause> DB=...`, with its timeline)",
@@ -624,19 +624,19 @@ def about_section(results: Results) -> Section:
     ])
 
 
-def answer_document(results: Results) -> Document:
+def answer_document(results: Results, sections: list[Section]) -> Document:
     """reports/answer.md: the consultant's answer to the client, from the same runs as the report."""
     return Document("Your transactions page and stale data: our answer, point by point",
                     f"Generated {when(dt.datetime.now(dt.timezone.utc).isoformat())} by `make report` from the "
                     f"stored results of real runs on {answer.servers(results)}; every verdict below is read from them.",
-                    answer.answer_sections(results, claims.latest_measurements(results.results_dir / "claims")))
+                    sections)
 
 
-def build(results: Results) -> Document:
+def build(results: Results, answer_sections: list[Section]) -> Document:
     versions = ", ".join(results.server_name(b) for b in results.backends_with_results()) or "no backend"
     sections = [summary_section(results),
                 Section("answer", "The answer to the client, point by point",
-                        answer.answer_sections(results, claims.latest_measurements(results.results_dir / "claims"))),
+                        answer_sections),
                 matrix_section(results), missing_section(results),
                 Section("causes", "Causes, one by one", [cause_section(results, c) for c in results.names("cause")]),
                 Section("myths", "Myths, settled per backend", [myth_section(results, m) for m in results.names("myth")]),
@@ -692,7 +692,7 @@ def run_missing(results_dir: Path, wanted: str, load: dict[str, Any]) -> list[st
     if subprocess.call(command, cwd=REPO_ROOT, env={**os.environ, SCREENSHOTS_VARIABLE: "1"}) not in (0, 1):
         notes.append("the screenshots of the page in Chromium could not be taken (see the output of `make report`).")
     if claims.latest_measurements(results_dir / "claims") is None:  # claims 10 and 11 of the answer
-        print("$ measuring claims 10 and 11 (lab/reporting/claims.py)", flush=True)
+        print("$ measuring claims 10 and 11 (reporting/claims.py)", flush=True)
         claims.store_measurements(claims.measure(backends), results_dir / "claims")
     for backend in backends:
         if not any(l.backend == backend for l in current.loads):
@@ -707,12 +707,14 @@ def run_missing(results_dir: Path, wanted: str, load: dict[str, Any]) -> list[st
 def make_report(results_dir: Path, out_dir: Path, notes: list[str] | None = None) -> tuple[Path, Path]:
     results = collect(results_dir, notes)
     (out_dir / "answer.md").parent.mkdir(parents=True, exist_ok=True)
-    (out_dir / "answer.md").write_text(to_markdown(answer_document(results), "answer-images"))
-    return write(build(results), out_dir)
+    # The answer, settled once: reports/answer.md and a section of the report show the same.
+    sections = answer.answer_sections(results, claims.latest_measurements(results.results_dir / "claims"))
+    (out_dir / "answer.md").write_text(to_markdown(answer_document(results, sections), "answer-images"))
+    return write(build(results, sections), out_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab.reporting.report", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m reporting.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=runner.RESULTS_DIR, help="results folder (default: results/)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports", help="where to write (default: reports/)")
@@ -731,14 +733,14 @@ def main(argv: list[str] | None = None) -> int:
     russian = write_long_operations_ru(args.out, args.db if args.run_missing else None)
     print(f"wrote {shown_path(russian)}" if russian else
           "no long-operations measurement stored: reports/long-operations.ru.md not written "
-          "(`make report` measures it, or `python -m lab.reporting.long_operations_ru`)")
+          "(`make report` measures it, or `python -m reporting.long_operations_ru`)")
     return 0
 
 
 def write_long_operations_ru(out_dir: Path, measure_on: str | None) -> Path | None:
     """reports/long-operations.ru.md from the latest stored long_operations measurements; with
     `measure_on` (make report's --db), measured first on those backends when none is stored."""
-    from lab.reporting import long_operations_ru
+    from reporting import long_operations_ru
 
     found = long_operations_ru.latest()
     if found is None and measure_on is not None:

@@ -5,7 +5,7 @@ The figures are the dicts `lab.long_operations.run_all` returns (the same code t
 runs); this module only says them in Russian. Nothing here is typed: a figure missing from a
 measurement is an error, a point that does not apply to a backend says why.
 
-    python -m lab.reporting.long_operations_ru [--db sqlite|postgresql|mariadb|all] [--out reports/long-operations.ru.md]
+    python -m reporting.long_operations_ru [--db sqlite|postgresql|mariadb|all] [--out reports/long-operations.ru.md]
 
 measures (and stores the measurements in results/long_operations/<timestamp>/, with a `latest`
 link), then writes the document; `make report` writes it from the latest stored measurements,
@@ -222,7 +222,7 @@ def render(results: dict[str, dict[str, Any]], when: dt.datetime | None = None) 
         "Ниже каждый вред измерен в этом запуске, на каждой базе отдельно.",
         "",
         f"Измерено {stamp} на {servers} кодом `lab/long_operations.py` (тем же, что выполняет ноутбук "
-        "`notebooks/long_operations.ipynb`); текст собран `python -m lab.reporting.long_operations_ru` из этих измерений, "
+        "`notebooks/long_operations.ipynb`); текст собран `python -m reporting.long_operations_ru` из этих измерений, "
         "цифры не вписаны руками.",
     ]
     for number_, (name, (title, why, say)) in enumerate(POINTS.items(), start=1):
@@ -285,7 +285,7 @@ def write(results: dict[str, dict[str, Any]], out: Path = OUT, when: dt.datetime
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab.reporting.long_operations_ru", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m reporting.long_operations_ru", description=__doc__.splitlines()[0])
     parser.add_argument("--db", choices=[*databases.BACKENDS, "all"], default="all")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)

@@ -11,7 +11,7 @@ import subprocess
 from lab import databases
 from lab.engine import REPO_ROOT
 from lab.harness.runner import CellResult, load_expected, run_cell
-from lab.reporting.claims import Seen
+from reporting.claims import Seen
 from scenarios import scenario_modules
 
 
@@ -44,7 +44,7 @@ def run(cause: str, backends: list[str], timeline: bool = True) -> list[CellResu
 
 
 def seen(cells: list[CellResult]) -> list[Seen]:
-    """The cells as the claims read them (lab/reporting/claims.py): verdicts and observations."""
+    """The cells as the claims read them (reporting/claims.py): verdicts and observations."""
     return [Seen(cell.cause, cell.app, cell.backend, cell.verdict, cell.staleness, observations(cell)) for cell in cells]
 
 
