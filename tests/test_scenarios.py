@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.harness.doctor_matrix import unexpected_causes
 from lab.harness.runner import CellResult, load_expected, run_cell
 from scenarios import scenario_modules
 from lab.harness.verdicts import FRESH, NOT_APPLICABLE
@@ -81,6 +82,7 @@ def assert_doctor_findings(cell: CellResult, stored: dict) -> None:  # type: ign
         assert cell.cause in found, f"the bug showed ({cell.verdict}) but the doctor reported:\n{proofs or 'nothing'}"
         first = next(f for f in stored["doctor"]["findings"] if f["cause"] == cell.cause)
         assert first["proof"] and first["evidence"]["pid"], first
+        assert unexpected_causes(cell.cause, found) == [], f"the doctor reported more than the bug:\n{proofs}"
 
 
 def test_readme_matrix_is_the_expected_matrix() -> None:

@@ -8,10 +8,14 @@ under keys starting with `stale_doctor:`:
 - a `set` in a request notes which rows that request had loaded (table and primary key);
 - a `delete` in a request that committed writes to rows notes, per written row, the keys the
   request deleted, and when;
+- a request that committed writes to rows and deleted no key in a store notes the same there,
+  with no key;
 - a `get` that hits looks up the rows the value was built from: if one of them was written and
-  committed by a request that then deleted cache keys, after the value was stored, and this
-  key was not among them, the value is older than the edit and the edit's invalidation missed
-  it: the key deleted and the key served are the finding's evidence.
+  committed by a request after the value was stored, the value is older than the edit. When
+  that request deleted other keys, the edit's invalidation missed it (cache_key_mismatch: the
+  keys deleted and the key served are the evidence); when it deleted none, nothing invalidates
+  this cache (http_cache: a cache in the server, a view's or a function's, answers with rows
+  from before the commit). A hit of a value no edit touched since is no finding.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ _committed_rows: dict[int, set[tuple[str, str]]] = {}  # request serial -> rows 
 # request serial -> the identity keys (class, primary key, token) of the rows it loaded: kept as
 # the ORM gives them, so a load costs a set insertion; made (table, key) rows only when needed.
 _loaded_keys: dict[int, set[tuple[Any, ...]]] = {}
+_deleters: dict[int, set[int]] = {}  # request serial -> id() of each store it deleted a key in
 
 
 def _row(state: Any) -> tuple[str, str] | None:
@@ -97,9 +102,17 @@ def on_after_rollback(m: "Monitor", session: Session) -> None:
     session.info.pop(WRITTEN_KEY, None)
 
 
-def request_ended(serial: int) -> None:
-    _committed_rows.pop(serial, None)
-    _loaded_keys.pop(serial, None)
+def request_ended(m: "Monitor", scope: Any) -> None:
+    """A request that committed rows and deleted no cache key: note its rows in each watched store."""
+    committed = _committed_rows.pop(scope.serial, None)
+    _loaded_keys.pop(scope.serial, None)
+    deleted_in = _deleters.pop(scope.serial, set())
+    if not committed:
+        return
+    app = scope.app()
+    for backend in list((app.extensions.get("cache") or {}).values()) if app is not None else ():
+        if getattr(backend, WRAPPED, False) and id(backend) not in deleted_in:
+            _note_deleted(backend.get, backend.set, scope, committed, [])
 
 
 def wrap_caches(m: "Monitor", app: Any) -> None:
@@ -119,8 +132,10 @@ def _wrap(m: "Monitor", backend: Any) -> None:
     def watched_get(key: Any, *args: Any, **kwargs: Any) -> Any:
         value = get(key, *args, **kwargs)
         if value is not None and _ours(key):
-            m.guard(_on_hit)(m, get, key)
+            on_hit(m, get, key)
         return value
+
+    on_hit = m.guard(_on_hit)
 
     def watched_set(key: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
         result = set_(key, value, *args, **kwargs)
@@ -170,7 +185,13 @@ def _on_delete(m: "Monitor", get: Callable[..., Any], set_: Callable[..., Any], 
     scope = _request(m)
     if scope is None:
         return
-    for table, ident in sorted(_committed_rows.get(scope.serial, ())):
+    _deleters.setdefault(scope.serial, set()).add(id(getattr(get, "__self__", get)))  # the store it deleted in
+    _note_deleted(get, set_, scope, _committed_rows.get(scope.serial, ()), keys)
+
+
+def _note_deleted(get: Callable[..., Any], set_: Callable[..., Any], scope: Any, rows: Any, keys: list[str]) -> None:
+    """Per row `scope` committed: when, and which keys it deleted (added to this request's earlier ones)."""
+    for table, ident in sorted(rows):
         note_key = f"{PREFIX}deleted:{table}:{ident}"
         note = get(note_key)
         same = note is not None and note.get("serial") == (scope.pid, scope.serial)
@@ -183,6 +204,8 @@ def _on_hit(m: "Monitor", get: Callable[..., Any], key: str) -> None:
     scope = _request(m)
     if scope is None:
         return
+    if len(scope.cache_hits) < 8:
+        scope.cache_hits.append(key)
     stored = get(f"{PREFIX}set:{key}")
     if not stored:
         return
@@ -190,6 +213,14 @@ def _on_hit(m: "Monitor", get: Callable[..., Any], key: str) -> None:
         note = get(f"{PREFIX}deleted:{table}:{ident}")
         if note is None or note["at"] <= stored["at"] or key in note["keys"]:
             continue
+        if not note["keys"]:
+            m.emit("http_cache",
+                   f"{scope.label()} was answered from cache key {key!r}, stored by {stored['request']} from {table} "
+                   f"row {ident}; {note['request']} then committed a change to that row and deleted no cache key: "
+                   f"nothing invalidates this cache, so it serves the row from before the commit until it expires",
+                   f"viewcache@{scope.endpoint}", scope, location="", key_served=key, keys_deleted=[],
+                   row=f"{table}:{ident}", stored_by=stored["request"], edited_by=note["request"])
+            return
         deleted = ", ".join(repr(k) for k in note["keys"])
         m.emit("cache_key_mismatch",
                f"{scope.label()} was answered from cache key {key!r}, stored by {stored['request']} from {table} "

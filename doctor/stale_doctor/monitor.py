@@ -12,6 +12,7 @@ keeps the scopes (which request or job is running) and the emit path.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import functools
 import logging
@@ -61,11 +62,13 @@ class Monitor:
         self.fork_parent: dict[str, Any] | None = None  # the forking process and its threads (forks.py)
         os.register_at_fork(before=self._before_fork, after_in_parent=self._after_fork_in_parent,
                             after_in_child=self._after_fork)
+        atexit.register(self._at_exit)
 
     # ---- per-process state (forgotten in a forked child) ------------------------------
 
     def reset_process_state(self) -> None:
         self.open_transactions: dict[int, transactions.TxInfo] = {}
+        self.last_sweep = 0.0  # when the open transactions' ages were last judged
         self.finished_loads: deque[objects.FinishedLoads] = deque(maxlen=256)
         self.endpoint_sql: dict[str, responses.EndpointStats] = {}
         self.table_commits: dict[str, float] = {}
@@ -82,6 +85,11 @@ class Monitor:
     def _before_fork(self) -> None:
         if self.installed:
             self.guard(forks.before_fork)(self)
+
+    def _at_exit(self) -> None:
+        """A transaction still open when the interpreter exits (a worker's last job) is judged too."""
+        if self.installed:
+            self.guard(transactions.sweep_ages)(self, current.get())
 
     def _after_fork_in_parent(self) -> None:
         self.fork_parent = None
@@ -319,7 +327,7 @@ class Monitor:
         if scope is None or scope.kind != "request":
             return
         sessions.check_pending(self, scope)
-        datacache.request_ended(scope.serial)
+        datacache.request_ended(self, scope)
         scope.loaded_states.clear()  # the copies of the request's loaded rows: not kept beyond it
         scope.ended = True
 

@@ -1,8 +1,10 @@
 """Statements and responses: http_cache, browser_cache and offset_pagination.
 
 Every statement a request runs is counted (so an endpoint that normally reads the database
-and once answers without a single statement was served from a view cache: http_cache, a cache
-in the server), its response headers read (a response built from tables that lets a browser or
+and answers without a single statement after a commit to a table it reads, at a URL it last
+built before that commit, was served from a cache in the server: http_cache; a hit of an answer
+nothing has changed since is no finding, and an answer from a Flask-Caching store the doctor
+watches is judged row by row in datacache instead), its response headers read (a response built from tables that lets a browser or
 proxy reuse it unasked, or a validator answered 304 after a table it read was written:
 browser_cache, a cache in the client), checked for
 OFFSET beyond the first page, and for a locking read (FOR UPDATE, which protects a later
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .scopes import Scope
+from .transactions import maybe_sweep
 
 if TYPE_CHECKING:
     from .monitor import Monitor
@@ -26,10 +29,20 @@ _MYSQL_LIMIT = re.compile(r"\bLIMIT\s+(\S+?)\s*,\s*\S+", re.IGNORECASE)
 _NAMED = re.compile(r"^(?:%\((\w+)\)s|:(\w+))")
 
 
+MAX_BUILT_PATHS = 256  # URLs per endpoint whose last build time is remembered (the oldest forgotten first)
+
+
 @dataclass
 class EndpointStats:
     runs_with_sql: int = 0
     tables: set[str] = field(default_factory=set)
+    built: dict[str, float] = field(default_factory=dict)  # URL (path and query) -> when it last ran its SQL
+
+    def note_built(self, path: str) -> None:
+        self.built.pop(path, None)
+        self.built[path] = time.monotonic()
+        if len(self.built) > MAX_BUILT_PATHS:
+            self.built.pop(next(iter(self.built)))
 
 
 def offset_value(statement: str, parameters: Any) -> int | None:
@@ -54,6 +67,7 @@ def offset_value(statement: str, parameters: Any) -> int | None:
 
 def on_cursor_execute(m: "Monitor", conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
                       executemany: bool) -> None:
+    maybe_sweep(m)  # a job's transaction that no request or end will ever judge
     scope = m.watched()
     if scope is None:
         return
@@ -94,19 +108,24 @@ def check_response(m: "Monitor", scope: Scope, response: Any) -> None:
     if scope.statements:
         stats.runs_with_sql += 1
         stats.tables |= scope.tables_read
+        stats.note_built(scope.path)
         _caching_headers(m, scope, response)
         _remember_validators(m, scope, response)
         return
-    if stats.runs_with_sql and not scope.sessions and not m.global_cache_seen:
-        tables = sorted(stats.tables)
-        commits = [t for t in tables if m.table_commits.get(t, 0) > 0]
-        since = f"; this process committed to {', '.join(commits)} since" if commits else ""
-        m.emit("http_cache",
-               f"{scope.label()} answered {response.status_code} without running a single SQL statement, though "
-               f"{scope.endpoint} read {', '.join(tables) or 'the database'} on {stats.runs_with_sql} earlier "
-               f"request(s) in this process: the response came from a view cache{since}",
-               f"viewcache@{scope.endpoint}", scope, location="", tables=tables,
-               cache_control=response.headers.get("Cache-Control"))
+    built = stats.built.get(scope.path)
+    if built is None or scope.sessions or m.global_cache_seen or scope.cache_hits:
+        return  # a watched data cache answered: its notes say which rows it holds (datacache)
+    tables = sorted(stats.tables)
+    committed = [t for t in tables if m.table_commits.get(t, 0.0) > built]
+    if not committed:
+        return  # the cached answer is as new as the rows it was built from: a hit, not stale
+    m.emit("http_cache",
+           f"{scope.label()} answered {response.status_code} without running a single SQL statement; "
+           f"{scope.path} last ran its SQL, reading {', '.join(tables) or 'the database'}, before this process "
+           f"committed to {', '.join(committed)}: the response came from a cache in the server that the commit "
+           f"did not invalidate",
+           f"viewcache@{scope.endpoint}", scope, location="", tables=tables, committed_since=committed,
+           cache_control=response.headers.get("Cache-Control"))
 
 
 def _caching_headers(m: "Monitor", scope: Scope, response: Any) -> None:

@@ -10,7 +10,9 @@ plain Session shared by requests (a module global, two threads, or two requests 
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
+import numbers
 import sys
 import time
 import weakref
@@ -51,6 +53,7 @@ class Track:
     threads: set[int] = field(default_factory=set)
     wrote: dict[str, Any] | None = None
     tx: TxInfo | None = None
+    shared: bool = False  # reported as shared_session: its rollbacks are the sharing's, not a missing commit
 
 
 def track_of(session: Session) -> Track:
@@ -199,6 +202,7 @@ def carried_over(m: "Monitor", state: "AppState", scope: Scope, session: Session
     else:
         name = state.registries.global_name(session)
         if name is not None or concurrent or len(threads) > 1 or not open_since_earlier:
+            track.shared = True
             how = ("at the same time, on two threads" if concurrent
                    else "on two threads in turn" if len(threads) > 1 else "in turn")
             m.emit("shared_session",
@@ -290,6 +294,7 @@ def on_before_flush(m: "Monitor", session: Session) -> None:
         check_written_before_lock(m, scope, session)
     if scope.locking_reads:
         return
+    submitted: set[str] | None = None
     for obj in list(session.dirty):
         state = inspect(obj)
         if state.mapper.version_id_col is not None or not session.is_modified(obj):
@@ -299,14 +304,66 @@ def on_before_flush(m: "Monitor", session: Session) -> None:
         stamp = state.info.get("stale_doctor")
         if not stamp or stamp[0] != scope.serial:
             continue
+        if submitted is None:
+            submitted = submitted_values()
         changed = sorted(a.key for a in state.attrs if a.history.has_changes())
+        kinds = read_modify_write(state, changed, submitted)
+        if not kinds:
+            continue  # a blind write (a timestamp touch, a value of the code's own): no edit it could lose
         model = state.mapper.class_.__name__
         m.emit("lost_update",
-               f"{scope.label()} read {model} {state.identity} and now UPDATEs it ({', '.join(changed)}) with only "
-               f"its primary key in the WHERE clause: an edit committed in between is overwritten, and what the "
-               f"user saw is never checked",
+               f"{scope.label()} read {model} {state.identity} and now UPDATEs it, setting "
+               f"{' and '.join(f'{key} to {how}' for key, how in kinds.items())}, with only its primary key in the "
+               f"WHERE clause: an edit committed in between is overwritten, and what the user saw is never checked",
                f"{model}@{scope.endpoint}", scope, models=(model,), table=state.mapper.local_table.name,
-               changed=changed, session=track_of(session).token)
+               changed=changed, read_modify_write=kinds, session=track_of(session).token)
+
+
+def submitted_values() -> set[str]:
+    """The values the running request submitted (form, query string, JSON leaves, URL parts), as text."""
+    from flask import has_request_context, request
+
+    if not has_request_context():
+        return set()
+    values: set[str] = set()
+    for multi in (request.form, request.args):
+        for items in multi.listvalues():
+            values.update(str(v) for v in items)
+    values.update(str(v) for v in (request.view_args or {}).values())
+    stack = [request.get_json(silent=True)] if request.is_json else []
+    while stack and len(values) < 10_000:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif item is not None:
+            values.add(str(item))
+    return values
+
+
+def read_modify_write(state: Any, changed: list[str], submitted: set[str]) -> dict[str, str]:
+    """The changed attributes whose new value depends on a read, with how: a value the request
+    submitted (the user's edit of a row they were shown), or a number changed from the one loaded
+    (a counter, a balance). A date or time, a foreign or primary key set by the code, a text of
+    the code's own (a token, a status) is a blind write: no earlier edit is lost by it."""
+    kinds: dict[str, str] = {}
+    table = state.mapper.local_table
+    for key in changed:
+        history = state.attrs[key].history
+        new = history.added[0] if history.added else None
+        old = history.deleted[0] if history.deleted else None
+        if isinstance(new, (dt.date, dt.time, dt.timedelta)):
+            continue
+        if new is not None and str(new) in submitted and str(new) != "":
+            kinds[key] = "a value the request submitted"
+            continue
+        column = table.columns.get(key)
+        keyish = column is not None and (column.primary_key or column.foreign_keys)
+        if (isinstance(new, numbers.Number) and isinstance(old, numbers.Number) and not isinstance(new, bool)
+                and not isinstance(old, bool) and not keyish and new != 0):
+            kinds[key] = f"a number computed from the one loaded ({old!r} -> {new!r})"
+    return kinds
 
 
 def check_written_before_lock(m: "Monitor", scope: Scope, session: Session) -> None:
@@ -377,8 +434,8 @@ def on_transaction_end(m: "Monitor", session: Session, transaction: Any) -> None
         return
     track.tx = None
     wrote, track.wrote = track.wrote, None
-    if wrote is None:
-        return
+    if wrote is None or track.shared:
+        return  # a shared session's writes are rolled back by whichever request fails on it: shared_session says so
     scope = m.watched()
     acknowledged = ""
     status = (wrote.get("scope") or {}).get("status") or (scope.status if scope is not None else None)

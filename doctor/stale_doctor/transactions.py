@@ -3,8 +3,10 @@
 Each pooled connection is stamped when the pool makes it (the creating pid) and described
 once (server connection id, isolation level); each transaction is stamped at BEGIN with its
 start time and the scope (request or job) that began it. Open transactions are kept in a
-per-process table that COMMIT / ROLLBACK / check-in empty, and swept at each request start,
-because a transaction that never ends fires no event.
+per-process table that COMMIT / ROLLBACK / check-in empty, and swept (its ages judged) at each
+request start, at a pool checkout or a statement at most once a second, and at interpreter exit,
+because a transaction that never ends fires no event: a worker's job that began one and died
+before its commit, in an app context pushed at import, meets no request and no end.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from .monitor import Monitor
 
 TX_KEY = "stale_doctor.tx"
+SWEEP_EVERY_SECONDS = 1.0  # the open transactions' ages, judged at a checkout or statement at most this often
 
 
 @dataclass(eq=False)
@@ -62,6 +65,7 @@ def on_engine_connect(m: "Monitor", conn: Any) -> None:
 
 
 def on_checkout(m: "Monitor", record: Any) -> None:
+    maybe_sweep(m)
     made_by = record.info.get(PID_KEY)
     if made_by is None:  # made before the doctor was installed: this process is the first seen using it
         record.info[PID_KEY] = os.getpid()
@@ -104,7 +108,8 @@ def on_end(m: "Monitor", conn: Any, committed: bool) -> None:
         check_age(m, tx, current.get(), ended=True)
 
 
-def check_age(m: "Monitor", tx: TxInfo, scope: Scope | None, ended: bool = False) -> None:
+def check_age(m: "Monitor", tx: TxInfo, scope: Scope | None, ended: bool = False,
+              location: str | None = None) -> None:
     """A job's transaction older than the job threshold, any other older than the transaction one."""
     settings = m.settings_for(scope)
     if settings is None:
@@ -123,7 +128,7 @@ def check_age(m: "Monitor", tx: TxInfo, scope: Scope | None, ended: bool = False
     tx.reported = True
     m.emit(cause, f"a transaction begun in {tx.scope_label}{consequence} {how} {age:.1f} s ({key}={limit:g})"
                   f"{lesson} {isolation_note(tx.isolation)}",
-           f"{cause}@{_where(tx)}", scope, location=None if not ended else "", **tx.evidence())
+           f"{cause}@{_where(tx)}", scope, location="" if ended else location, **tx.evidence())
 
 
 def _where(tx: TxInfo) -> str:
@@ -132,11 +137,19 @@ def _where(tx: TxInfo) -> str:
     return str(summary.get("endpoint") or summary.get("job") or "outside")
 
 
-def sweep_ages(m: "Monitor", scope: Scope) -> None:
-    """Transactions that never end fire no event: look at the open ones at each request start."""
+def sweep_ages(m: "Monitor", scope: Scope | None) -> None:
+    """Transactions that never end fire no event: judge the open ones' ages (at a request's start,
+    at a checkout or statement now and then, at exit). The frame running now is not theirs."""
+    m.last_sweep = time.monotonic()
     for tx in list(m.open_transactions.values()):
         if not tx.reported and not tx.explained:
-            check_age(m, tx, scope)
+            check_age(m, tx, scope, location="")
+
+
+def maybe_sweep(m: "Monitor") -> None:
+    """The cheap check where the doctor already runs (a checkout, a statement): one clock read."""
+    if m.open_transactions and time.monotonic() - m.last_sweep >= SWEEP_EVERY_SECONDS:
+        sweep_ages(m, current.get())
 
 
 def check_job_end(m: "Monitor", scope: Scope) -> None:

@@ -26,6 +26,8 @@ class Item(db.Model):  # type: ignore[name-defined,misc]
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(50))
+    version: Mapped[int] = mapped_column(Integer, default=1)  # optimistic locking: the renames lose no edit
+    __mapper_args__ = {"version_id_col": version}
 
 
 def create_app(db_path: str, cache_dir: str, *, buggy: bool) -> Flask:

@@ -1,0 +1,140 @@
+"""Rules the field corrected (issue 20): blind writes are not lost updates, a job's open
+transaction is judged without a request or an end, and a cache hit nothing changed since is
+not a view cache. Each shape is run buggy and clean; the clean side must have no finding at all.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+from flask import Flask
+
+from stale_doctor import StaleDoctor
+from stale_doctor.findings import read_file
+from stale_doctor.monitor import MONITOR
+
+from .doctor_apps import memoized_details, profiles, view_cached
+
+ROOT = Path(__file__).resolve().parent.parent
+Install = Callable[[Flask, Any], StaleDoctor]
+
+
+@pytest.fixture
+def install() -> Iterator[Install]:
+    doctors: list[StaleDoctor] = []
+
+    def make(app: Flask, db: Any) -> StaleDoctor:
+        app.testing = True
+        doctor = StaleDoctor(app, db)
+        doctors.append(doctor)
+        doctor.clear()
+        return doctor
+
+    yield make
+    for doctor in doctors:
+        doctor.clear()
+        doctor.close()
+    assert not MONITOR.installed
+
+
+def summary(doctor: StaleDoctor) -> list[tuple[str, str]]:
+    return [(f.cause, f.proof) for f in doctor.findings]
+
+
+# ---- lost_update: read-modify-write, not a timestamp touch ---------------------------------
+
+def test_a_timestamp_touch_on_every_request_and_a_versioned_edit_are_clean(tmp_path: Path, install: Install) -> None:
+    app = profiles.create_app(str(tmp_path / "p.db"), versioned=True)
+    doctor = install(app, profiles.db)
+    assert profiles.profile_flow(app) == [200, 200, 200, 200]
+    client = app.test_client()
+    assert client.post("/users/bob/visit").status_code == 200
+    assert doctor.findings == [], summary(doctor)
+
+
+def test_an_edit_from_a_form_over_the_row_as_loaded_is_a_lost_update(tmp_path: Path, install: Install) -> None:
+    app = profiles.create_app(str(tmp_path / "p.db"), versioned=False)
+    doctor = install(app, profiles.db)
+    assert profiles.profile_flow(app) == [200, 200, 200, 200]
+    found = doctor.findings
+    assert [f.cause for f in found] == ["lost_update"], summary(doctor)  # the edit; not the touches, not the token
+    assert found[0].evidence["request"]["endpoint"] == "edit_profile"
+    assert found[0].evidence["read_modify_write"] == {"about": "a value the request submitted"}
+    assert found[0].evidence["changed"] == ["about"]  # the touch was committed on its own, before the view
+
+
+def test_a_counter_computed_in_python_is_a_lost_update(tmp_path: Path, install: Install) -> None:
+    app = profiles.create_app(str(tmp_path / "p.db"), versioned=False)
+    doctor = install(app, profiles.db)
+    assert app.test_client().post("/users/bob/visit").status_code == 200
+    found = doctor.findings
+    assert [f.cause for f in found] == ["lost_update"], summary(doctor)
+    assert found[0].evidence["read_modify_write"] == {"visits": "a number computed from the one loaded (0 -> 1)"}
+
+
+# ---- background_app_context: an app context pushed at import, a job that died open -----------
+
+@pytest.mark.parametrize("mode", ["next-job", "exit", "clean"])
+def test_a_job_transaction_left_open_in_an_import_time_app_context(tmp_path: Path, mode: str) -> None:
+    findings = tmp_path / "findings.jsonl"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "doctor")])}
+    done = subprocess.run([sys.executable, "-m", "tests.doctor_apps.import_time_worker", str(tmp_path / "w.db"),
+                           str(findings), mode], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    found = read_file(str(findings)) if findings.exists() else []
+    if mode == "clean":
+        assert found == [], found
+        return
+    assert [f["cause"] for f in found] == ["background_app_context"], found
+    proof = found[0]["proof"]
+    assert "(app context of __main__), outside any request" in proof and "STALE_DOCTOR_JOB_MAX_SECONDS=0.5" in proof
+    assert found[0]["evidence"]["transaction_age_seconds"] > 0.5
+
+
+# ---- http_cache: a cache that answers after a commit it did not see ---------------------------
+
+@pytest.mark.parametrize("store", ["flask_caching", "dict"])
+@pytest.mark.parametrize("buggy", [True, False])
+def test_a_view_cache_after_an_edit(tmp_path: Path, install: Install, store: str, buggy: bool) -> None:
+    app = view_cached.create_app(str(tmp_path / "v.db"), store=store, invalidate=not buggy)
+    doctor = install(app, view_cached.db)
+    client = app.test_client()
+    assert client.get("/notes").get_json() == ["first", "second"]
+    assert client.get("/notes").get_json() == ["first", "second"]  # a hit of an unchanged answer: no finding
+    assert doctor.findings == [], summary(doctor)
+    assert client.post("/notes/1", data={"text": "edited"}).status_code == 200
+    seen = client.get("/notes").get_json()
+    if buggy:
+        assert seen == ["first", "second"]
+        assert [f.cause for f in doctor.findings] == ["http_cache"], summary(doctor)
+        assert doctor.findings[0].evidence["request"]["endpoint"] == "notes"
+    else:
+        assert seen == ["edited", "second"]
+        assert doctor.findings == [], summary(doctor)
+
+
+@pytest.mark.parametrize("buggy", [True, False])
+def test_a_memoized_read_is_a_data_cache_not_a_view_cache(tmp_path: Path, install: Install, buggy: bool) -> None:
+    """Hits of a memoized read, before and after an edit of another row, are not http_cache;
+    with the mismatched key, the edit of the row read is cache_key_mismatch and nothing else."""
+    app = memoized_details.create_app(str(tmp_path / "m.db"), str(tmp_path / "cache"), buggy=buggy)
+    doctor = install(app, memoized_details.db)
+    client = app.test_client()
+    for _ in range(2):
+        assert client.get("/items/1").get_json()["name"] == "first"
+    assert client.post("/items/2/rename", json={"name": "second, renamed"}).status_code == 200
+    assert client.get("/items/1").get_json()["name"] == "first"
+    assert doctor.findings == [], summary(doctor)
+    assert client.post("/items/1/rename", json={"name": "renamed"}).status_code == 200
+    seen = client.get("/items/1").get_json()["name"]
+    if buggy:
+        assert seen == "first"
+        assert [f.cause for f in doctor.findings] == ["cache_key_mismatch"], summary(doctor)
+    else:
+        assert seen == "renamed"
+        assert doctor.findings == [], summary(doctor)
