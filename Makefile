@@ -64,6 +64,10 @@ doctor: venv ## Every cause's scenario with the stale-data doctor in broken and 
 	$(PY) -m scenarios --db $(DB) --doctor
 	$(PY) -m loadtests --cause uncommitted --app fixed --db $(DB) --doctor --duration 10 --size $(SIZE)
 
+.PHONY: doctor-field
+doctor-field: venv ## The doctor on real apps from the registry (field/): each in its own venv; clean flows and injected causes, two tables [ARGS=--readme]
+	$(PY) -m field $(ARGS)
+
 .PHONY: diff
 diff: ## Show the lesson: diff -u fixed/app.py broken/CAUSE.py (make diff CAUSE=...)
 	@test -n "$(CAUSE)" -a -f "broken/$(CAUSE).py" || { echo "CAUSE must be one of: $(basename $(notdir $(filter-out broken/__init__.py,$(wildcard broken/*.py))))"; exit 2; }

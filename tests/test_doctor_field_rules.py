@@ -74,7 +74,7 @@ def test_a_counter_computed_in_python_is_a_lost_update(tmp_path: Path, install: 
     assert app.test_client().post("/users/bob/visit").status_code == 200
     found = doctor.findings
     assert [f.cause for f in found] == ["lost_update"], summary(doctor)
-    assert found[0].evidence["read_modify_write"] == {"visits": "a number computed from the one loaded (0 -> 1)"}
+    assert found[0].evidence["read_modify_write"] == {"visits": "a number changed from the one loaded (0 -> 1)"}
 
 
 # ---- background_app_context: an app context pushed at import, a job that died open -----------

@@ -30,6 +30,8 @@ ROOMS = {  # room -> (its files, the top-level names it must not import)
     "scenarios": (["scenarios/*.py"], {"reporting", "loadtests", "notebooks", "tests"}),
     "loads": (["loadtests/*.py"], {"reporting", "scenarios", "notebooks", "tests"}),
     "doctor": (["doctor/stale_doctor/*.py"], {"lab", "scenarios", "loadtests", "notebooks", "fixed", "broken", "tests"}),
+    "field": (["field/*.py", "field/runtime/*.py", "field/apps/*/*.py"],
+              {"lab", "scenarios", "loadtests", "reporting", "notebooks", "fixed", "broken", "tests", "bench"}),
 }
 
 

@@ -362,7 +362,7 @@ def read_modify_write(state: Any, changed: list[str], submitted: set[str]) -> di
         keyish = column is not None and (column.primary_key or column.foreign_keys)
         if (isinstance(new, numbers.Number) and isinstance(old, numbers.Number) and not isinstance(new, bool)
                 and not isinstance(old, bool) and not keyish and new != 0):
-            kinds[key] = f"a number computed from the one loaded ({old!r} -> {new!r})"
+            kinds[key] = f"a number changed from the one loaded ({old!r} -> {new!r})"
     return kinds
 
 
