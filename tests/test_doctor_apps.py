@@ -25,29 +25,10 @@ from stale_doctor import ConfigError, StaleDataFound, StaleDoctor
 from stale_doctor.findings import Finding
 from stale_doctor.monitor import MONITOR
 
+from .doctor_install import Install, install  # noqa: F401 (the fixture)
 from .doctor_apps import (celery_notify, forked_pool, fsa_factory, locking_counter, memoized_details, module_session,
                           per_thread_session, refreshed_cache, replaced_file, replica_routing, thread_scoped)
 
-Install = Callable[[Flask, Any], StaleDoctor]
-
-
-@pytest.fixture
-def install() -> Iterator[Install]:
-    """StaleDoctor(app, db), closed at the end of the test (its listeners are process-wide)."""
-    doctors: list[StaleDoctor] = []
-
-    def make(app: Flask, db: Any) -> StaleDoctor:
-        app.testing = True
-        doctor = StaleDoctor(app, db)
-        doctors.append(doctor)
-        doctor.clear()
-        return doctor
-
-    yield make
-    for doctor in doctors:
-        doctor.clear()
-        doctor.close()
-    assert not MONITOR.installed
 
 
 def causes(doctor: StaleDoctor) -> list[str]:

@@ -9,37 +9,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator
 
 import pytest
-from flask import Flask
 
 from stale_doctor import StaleDoctor
 from stale_doctor.findings import read_file
-from stale_doctor.monitor import MONITOR
 
+from .doctor_install import Install, install  # noqa: F401 (the fixture)
 from .doctor_apps import memoized_details, profiles, view_cached
 
 ROOT = Path(__file__).resolve().parent.parent
-Install = Callable[[Flask, Any], StaleDoctor]
-
-
-@pytest.fixture
-def install() -> Iterator[Install]:
-    doctors: list[StaleDoctor] = []
-
-    def make(app: Flask, db: Any) -> StaleDoctor:
-        app.testing = True
-        doctor = StaleDoctor(app, db)
-        doctors.append(doctor)
-        doctor.clear()
-        return doctor
-
-    yield make
-    for doctor in doctors:
-        doctor.clear()
-        doctor.close()
-    assert not MONITOR.installed
 
 
 def summary(doctor: StaleDoctor) -> list[tuple[str, str]]:
