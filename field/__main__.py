@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from . import venvs
 from .corpus import BY_NAME, CAUSES, CORPUS, REPO_ROOT, App

@@ -204,8 +204,7 @@ def _on_hit(m: "Monitor", get: Callable[..., Any], key: str) -> None:
     scope = _request(m)
     if scope is None:
         return
-    if len(scope.cache_hits) < 8:
-        scope.cache_hits.append(key)
+    scope.data_cache_hit = True
     stored = get(f"{PREFIX}set:{key}")
     if not stored:
         return

@@ -4,8 +4,8 @@ Every statement a request runs is counted (so an endpoint that normally reads th
 and answers without a single statement after a commit to a table it reads, at a URL it last
 built before that commit, was served from a cache in the server: http_cache; a hit of an answer
 nothing has changed since is no finding, and an answer from a Flask-Caching store the doctor
-watches is judged row by row in datacache instead), its response headers read (a response built from tables that lets a browser or
-proxy reuse it unasked, or a validator answered 304 after a table it read was written:
+watches is judged row by row in datacache instead), its response headers read (a response
+built from tables that lets a browser or proxy reuse it unasked, or a validator answered 304 after a table it read was written:
 browser_cache, a cache in the client), checked for
 OFFSET beyond the first page, and for a locking read (FOR UPDATE, which protects a later
 read-modify-write from lost_update, and after which identity_map checks the objects written).
@@ -113,7 +113,7 @@ def check_response(m: "Monitor", scope: Scope, response: Any) -> None:
         _remember_validators(m, scope, response)
         return
     built = stats.built.get(scope.path)
-    if built is None or scope.sessions or m.global_cache_seen or scope.cache_hits:
+    if built is None or scope.sessions or m.global_cache_seen or scope.data_cache_hit:
         return  # a watched data cache answered: its notes say which rows it holds (datacache)
     tables = sorted(stats.tables)
     committed = [t for t in tables if m.table_commits.get(t, 0.0) > built]

@@ -49,7 +49,7 @@ class Scope:
     # number of its latest locking read (FOR UPDATE / FOR SHARE) in this scope.
     selecting: str | None = None
     locked_at: dict[str, int] = field(default_factory=dict)
-    cache_hits: list[str] = field(default_factory=list)  # data cache keys that answered in this request
+    data_cache_hit: bool = False  # a watched Flask-Caching store answered in this request (datacache)
     replica_checked: set[str] = field(default_factory=set)  # standby connections whose replay was checked
     requests_served: int = 0  # for a placeholder: how many requests reused this app context
     pending_raise: list[Any] = field(default_factory=list)
