@@ -1,6 +1,6 @@
 """Rules the field corrected (issue 20): blind writes are not lost updates, a job's open
-transaction is judged without a request or an end, and a cache hit nothing changed since is
-not a view cache. Each shape is run buggy and clean; the clean side must have no finding at all.
+transaction is judged without a request or an end, a cache hit nothing changed since is not a
+view cache, and a SQLite connection held across requests is checked for a replaced file. Each shape is run buggy and clean; the clean side must have no finding at all.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import sessionmaker
 
 from stale_doctor import StaleDoctor
 from stale_doctor.findings import read_file
 
 from .doctor_install import Install, install  # noqa: F401 (the fixture)
-from .doctor_apps import memoized_details, profiles, view_cached
+from .doctor_apps import memoized_details, profiles, replaced_file, view_cached
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,3 +118,27 @@ def test_a_memoized_read_is_a_data_cache_not_a_view_cache(tmp_path: Path, instal
     else:
         assert seen == "renamed"
         assert doctor.findings == [], summary(doctor)
+
+
+# ---- sqlite_file_replaced: a connection never checked in, made before the doctor ------------
+
+@pytest.mark.parametrize("replaced", [True, False])
+def test_a_connection_held_across_requests_reads_a_replaced_file(tmp_path: Path, install: Install,
+                                                                 replaced: bool) -> None:
+    path = str(tmp_path / "held.db")
+    app = replaced_file.create_held_app(path)
+    held = os.stat(path).st_ino
+    doctor = install(app, sessionmaker(bind=app.extensions["engine"]))  # the app's other reads
+    client = app.test_client()
+    assert client.get("/things").json["things"][0] == "thing 0"  # the doctor first sees the connection here
+    if replaced:
+        replaced_file.replace(path, "renamed elsewhere")
+    assert client.get("/things").json["things"][0] == "thing 0"  # the old file, through the held connection
+    if not replaced:
+        assert doctor.findings == [], summary(doctor)
+        return
+    assert [f.cause for f in doctor.findings] == ["sqlite_file_replaced"], summary(doctor)
+    finding = doctor.findings[0]
+    assert finding.evidence["connection_inode"] == held and finding.evidence["path_inode"] == os.stat(path).st_ino
+    request = finding.evidence["request"]
+    assert (request["method"], request["path"]) == ("GET", "/things")  # the second request, on the old file

@@ -5,13 +5,17 @@ another file over the database, the pool's connections keep reading the old inod
 connection's file (path, st_dev, st_ino) is recorded when the pool makes it, and compared with
 the file at the path when the app starts using it (`engine_connect`, after the pool's checkout
 and its listeners: an app that replaces such connections on checkout has done so by then, so
-it gets no finding). One os.stat per checkout; the behaviour of the app is never changed.
+it gets no finding), and, for a connection that is never checked in (a module-global Session
+holding its transaction open across requests), at its first statement in each request (outside
+requests, at most once a second). One os.stat per checkout and per request on a connection; the
+behaviour of the app is never changed.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from typing import TYPE_CHECKING, Any
 
 from .evidence import SERVER_ID_KEY
@@ -20,6 +24,7 @@ if TYPE_CHECKING:
     from .monitor import Monitor
 
 FILE_KEY = "stale_doctor.sqlite_file"
+CHECKED_KEY = "stale_doctor.sqlite_file_checked"  # when the connection was last checked: see `_when`
 
 
 def identity(path: str) -> tuple[int, int] | None:
@@ -31,16 +36,46 @@ def identity(path: str) -> tuple[int, int] | None:
 
 
 def on_pool_connect(m: "Monitor", dbapi: Any, record: Any) -> None:
-    if not isinstance(dbapi, sqlite3.Connection):
-        return
-    # The file the connection opened, as SQLite names it (no transaction: a PRAGMA).
+    if isinstance(dbapi, sqlite3.Connection):
+        record.info[FILE_KEY] = opened_file(dbapi)
+
+
+def opened_file(dbapi: sqlite3.Connection) -> tuple[str, tuple[int, int] | None]:
+    """The file the connection opened, as SQLite names it (a PRAGMA: no transaction), and its identity
+    now; ("", None) for in-memory and temporary databases."""
     rows = dbapi.execute("PRAGMA database_list").fetchall()
     path = next((row[2] for row in rows if row[1] == "main"), "")
-    if path:  # "" for in-memory and temporary databases
-        record.info[FILE_KEY] = (path, identity(path))
+    return (path, identity(path)) if path else ("", None)
 
 
 def on_engine_connect(m: "Monitor", conn: Any) -> None:
+    if FILE_KEY in conn.info:
+        check(m, conn)
+
+
+def _when(m: "Monitor") -> int:
+    """The request the statement runs in (its serial), or outside requests the second it runs in:
+    a connection held across requests is checked once per request, and at most once a second."""
+    scope = m.watched()
+    return scope.serial if scope is not None else -int(time.monotonic())
+
+
+def on_statement(m: "Monitor", conn: Any) -> None:
+    """A statement on a SQLite connection: checked at its first statement of each request. A
+    connection the pool made before the doctor was installed is recorded, as it is now, at its first."""
+    info = conn.info
+    if FILE_KEY not in info:
+        if conn.dialect.name != "sqlite":
+            return
+        dbapi = conn.connection.dbapi_connection
+        info[FILE_KEY] = opened_file(dbapi) if isinstance(dbapi, sqlite3.Connection) else ("", None)
+        info[CHECKED_KEY] = _when(m)
+    elif info.get(CHECKED_KEY) != _when(m):
+        check(m, conn)
+
+
+def check(m: "Monitor", conn: Any) -> None:
+    conn.info[CHECKED_KEY] = _when(m)
     opened = conn.info.get(FILE_KEY)
     if not opened or opened[1] is None:
         return

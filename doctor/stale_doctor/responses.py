@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from . import files
 from .scopes import Scope
 from .transactions import maybe_sweep
 
@@ -68,6 +69,7 @@ def offset_value(statement: str, parameters: Any) -> int | None:
 def on_cursor_execute(m: "Monitor", conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
                       executemany: bool) -> None:
     maybe_sweep(m)  # a job's transaction that no request or end will ever judge
+    files.on_statement(m, conn)  # a SQLite connection held across requests: its file, once a second
     scope = m.watched()
     if scope is None:
         return

@@ -3,6 +3,11 @@
 Bug: the pool keeps its connections, which read the old file (sqlite_file_replaced). Clean: a
 checkout listener compares the file each connection opened with the file at the path now and
 raises InvalidatePoolError when they differ, so the pool reconnects (`watch_file=True`).
+
+`create_held_app` is the other shape: one connection opened at start-up (in autocommit, so every
+read sees the latest commit of its file) that every request reads through and nothing returns to
+the pool, so it is never checked out again; the app reads through it before the doctor is
+installed. A module-global Session holding its transaction keeps its connection the same way.
 """
 
 from __future__ import annotations
@@ -52,3 +57,17 @@ def replace(db_path: str, name: str) -> None:
     copy.close()
     live.close()
     os.replace(temporary, db_path)
+
+
+def create_held_app(db_path: str) -> Flask:
+    app = Flask(__name__)
+    engine = make_engine(db_path)
+    connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    connection.execute(select(Thing.name)).all()  # at start-up, before any doctor: checked out for good
+    app.extensions["engine"] = engine
+
+    @app.get("/things")
+    def things() -> dict[str, list[str]]:
+        return {"things": list(connection.scalars(select(Thing.name).order_by(Thing.id)))}
+
+    return app

@@ -153,7 +153,8 @@ class Driver(Base):
         return client.post("/admin/book/5", data={
             "csrf_token": token, "title": "Edited title five", "authors": "Jane Doe", "series_index": "1",
             "comments": "", "tags": "", "series": "", "pubdate": "", "publisher": "", "languages": "",
-            "rating": "0", "description": "", "cover_url": "", "identifier-type-isbn": ""})
+            "rating": "0", "description": "", "cover_url": "", "identifier-type-isbn": "",
+            "detail_view": "on"})  # the form's "View Book on Save" box, checked by default
 
     def _shelf_flow(self, client: Client) -> Page:
         token = client.get("/shelf/create").field_value("csrf_token")
