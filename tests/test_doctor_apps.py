@@ -644,8 +644,10 @@ def test_the_doctor_does_not_need_celery(monkeypatch: pytest.MonkeyPatch) -> Non
 # ---- a refresher thread started before a fork ------------------------------------------------
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-@pytest.mark.parametrize("buggy", [True, False])
-def test_prefork_refresher(tmp_path: Path, install: Install, buggy: bool) -> None:
+@pytest.mark.parametrize("buggy,pool_thread", [(True, False), (True, True), (False, False)])
+def test_prefork_refresher(tmp_path: Path, install: Install, buggy: bool, pool_thread: bool) -> None:
+    """pool_thread: the child serves from a thread it starts, as gunicorn's gthread worker does; glibc
+    gives that thread the dead refresher's stack, so its ident is the one the refresher had."""
     app = refreshed_cache.create_app(str(tmp_path / "cache.db"), buggy=buggy)
     findings_file = tmp_path / "findings.jsonl"
     app.config["STALE_DOCTOR_FILE"] = str(findings_file)
@@ -660,7 +662,15 @@ def test_prefork_refresher(tmp_path: Path, install: Install, buggy: bool) -> Non
             code = 1
             try:
                 client = app.test_client()
-                code = 0 if all(client.get("/names").status_code == 200 for _ in range(2)) else 2
+                statuses: list[int] = []
+                serve = lambda: statuses.extend(client.get("/names").status_code for _ in range(2))  # noqa: E731
+                if pool_thread:
+                    worker = threading.Thread(target=serve)
+                    worker.start()
+                    worker.join()
+                else:
+                    serve()
+                code = 0 if statuses == [200, 200] else 2
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)

@@ -1,6 +1,7 @@
 """Rules the field corrected (issue 20): blind writes are not lost updates, a job's open
 transaction is judged without a request or an end, a cache hit nothing changed since is not a
-view cache, and a SQLite connection held across requests is checked for a replaced file. Each shape is run buggy and clean; the clean side must have no finding at all.
+view cache, a SQLite connection held across requests is checked for a replaced file, and
+objects SQLAlchemy's statement cache keeps alive are not a global cache. Each shape is run buggy and clean; the clean side must have no finding at all.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from stale_doctor import StaleDoctor
 from stale_doctor.findings import read_file
 
 from .doctor_install import Install, install  # noqa: F401 (the fixture)
-from .doctor_apps import memoized_details, profiles, replaced_file, view_cached
+from .doctor_apps import memoized_details, profiles, relationship_filter, replaced_file, view_cached
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,6 +35,14 @@ def test_a_timestamp_touch_on_every_request_and_a_versioned_edit_are_clean(tmp_p
     assert profiles.profile_flow(app) == [200, 200, 200, 200]
     client = app.test_client()
     assert client.post("/users/bob/visit").status_code == 200
+    assert client.post("/users", data={"name": "carol", "about": "new here"}).status_code == 200
+    assert doctor.findings == [], summary(doctor)
+
+
+def test_a_row_the_request_inserted_then_set_from_the_form_is_no_lost_update(tmp_path: Path, install: Install) -> None:
+    app = profiles.create_app(str(tmp_path / "p.db"), versioned=False)
+    doctor = install(app, profiles.db)
+    assert app.test_client().post("/users", data={"name": "carol", "about": "new here"}).status_code == 200
     assert doctor.findings == [], summary(doctor)
 
 
@@ -80,8 +89,9 @@ def test_a_job_transaction_left_open_in_an_import_time_app_context(tmp_path: Pat
 
 @pytest.mark.parametrize("store", ["flask_caching", "dict"])
 @pytest.mark.parametrize("buggy", [True, False])
-def test_a_view_cache_after_an_edit(tmp_path: Path, install: Install, store: str, buggy: bool) -> None:
-    app = view_cached.create_app(str(tmp_path / "v.db"), store=store, invalidate=not buggy)
+@pytest.mark.parametrize("hooked", [False, True])
+def test_a_view_cache_after_an_edit(tmp_path: Path, install: Install, store: str, buggy: bool, hooked: bool) -> None:
+    app = view_cached.create_app(str(tmp_path / "v.db"), store=store, invalidate=not buggy, hooked=hooked)
     doctor = install(app, view_cached.db)
     client = app.test_client()
     assert client.get("/notes").get_json() == ["first", "second"]
@@ -96,6 +106,16 @@ def test_a_view_cache_after_an_edit(tmp_path: Path, install: Install, store: str
     else:
         assert seen == ["edited", "second"]
         assert doctor.findings == [], summary(doctor)
+
+
+def test_one_url_read_differently_by_two_people_is_no_view_cache(tmp_path: Path, install: Install) -> None:
+    app = view_cached.create_app(str(tmp_path / "v.db"), store="dict", invalidate=False)
+    doctor = install(app, view_cached.db)
+    client = app.test_client()
+    assert client.get("/board", headers={"X-Viewer": "ann"}).get_json()["viewer"] == "ann"
+    assert client.post("/viewer", data={"name": "anne"}).status_code == 200
+    assert client.get("/board").get_json()["viewer"] is None  # anonymous: the viewer's table is not read
+    assert doctor.findings == [], summary(doctor)
 
 
 @pytest.mark.parametrize("buggy", [True, False])
@@ -142,3 +162,20 @@ def test_a_connection_held_across_requests_reads_a_replaced_file(tmp_path: Path,
     assert finding.evidence["connection_inode"] == held and finding.evidence["path_inode"] == os.stat(path).st_ino
     request = finding.evidence["request"]
     assert (request["method"], request["path"]) == ("GET", "/things")  # the second request, on the old file
+
+
+# ---- global_cache: what SQLAlchemy's statement cache keeps alive is no app's cache -----------
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_children_kept_alive_by_a_cached_relationship_filter(tmp_path: Path, install: Install, cached: bool) -> None:
+    relationship_filter.WALLETS.clear()
+    app = relationship_filter.create_app(str(tmp_path / "w.db"), cached=cached)
+    doctor = install(app, app.extensions["sessionmaker"])
+    client = app.test_client()
+    for wallet in (1, 2, 1):
+        assert client.get(f"/wallets/{wallet}").json["count"] == 2
+    if not cached:
+        assert doctor.findings == [], summary(doctor)
+        return
+    assert {f.cause for f in doctor.findings} == {"global_cache"}, summary(doctor)
+    assert "WALLETS" in doctor.findings[0].proof

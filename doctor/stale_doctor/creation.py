@@ -19,6 +19,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import inspect
+from sqlalchemy.sql.expression import TableClause
 
 from .evidence import user_frame
 
@@ -58,16 +59,25 @@ def on_orm_execute(m: "Monitor", orm_state: Any) -> None:
         outer = outermost_app_frame(settings.app_packages)
         if outer and outer != location:
             location = f"{location}, called from {outer}"
-        for mapper in orm_state.all_mappers:
-            table = getattr(mapper, "local_table", None)
-            if table is not None:
-                m.creation_reads.setdefault(table.name, {
-                    "location": location, "app": app.import_name, "pid": scope.pid,
-                    "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")})
+        for table_name in _tables_selected(orm_state):
+            m.creation_reads.setdefault(table_name, {
+                "location": location, "app": app.import_name, "pid": scope.pid,
+                "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")})
     elif orm_state.is_insert or orm_state.is_update or orm_state.is_delete:
         tables = {mp.local_table.name for mp in orm_state.all_mappers if hasattr(mp, "local_table")}
         verb = "INSERT" if orm_state.is_insert else "UPDATE" if orm_state.is_update else "DELETE"
         check_write(m, scope, tables, verb)
+
+
+def _tables_selected(orm_state: Any) -> list[str]:
+    """The tables a SELECT run through a Session reads: its entities' tables, or for a Core
+    `table.select()` given to `session.execute`, the tables in its FROM clause."""
+    names = [mp.local_table.name for mp in orm_state.all_mappers if getattr(mp, "local_table", None) is not None]
+    if names:
+        return names
+    statement = orm_state.statement
+    froms = statement.get_final_froms() if hasattr(statement, "get_final_froms") else getattr(statement, "froms", [])
+    return [t.name for t in froms if isinstance(t, TableClause)]
 
 
 def check_write(m: "Monitor", scope: Any, tables: set[str], verb: str) -> None:

@@ -79,11 +79,12 @@ def check_first_request(m: "Monitor", packages: tuple[str, ...]) -> None:
         return
     frames = sys._current_frames()
     alive = [t for t in threading.enumerate() if t.is_alive()]
-    idents = {t.ident for t in alive}
     names = {t.name for t in alive}
     runs = {target[1] for target in (_target(frames.get(t.ident)) for t in alive if t.ident in frames) if target}
-    lost = [t for t in parent["threads"] if t["ident"] not in idents and t["name"] not in names
-            and t["runs"] not in runs and _started_by_app(t, packages)]
+    # No thread of the parent but the forking one exists here; a thread ident the child reuses (a
+    # pthread's address: gunicorn's gthread pool gets the dead thread's) says nothing of it.
+    lost = [t for t in parent["threads"] if t["name"] not in names and t["runs"] not in runs
+            and _started_by_app(t, packages)]
     if not lost:
         return
     described = ", ".join(f"{t['name']!r} ({t['runs']})" for t in lost)

@@ -23,7 +23,8 @@ from typing import Any, Callable
 
 import flask
 from flask import signals
-from sqlalchemy import Engine, event
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.pool import Pool
 
@@ -71,6 +72,7 @@ class Monitor:
         self.last_sweep = 0.0  # when the open transactions' ages were last judged
         self.finished_loads: deque[objects.FinishedLoads] = deque(maxlen=256)
         self.endpoint_sql: dict[str, responses.EndpointStats] = {}
+        self.read_by_every_request: frozenset[str] | None = None  # http_cache: the tables the app's hooks read
         self.table_commits: dict[str, float] = {}
         self.validators_issued: dict[tuple[str, str], tuple[float, list[str]]] = {}  # (endpoint, tag) -> when, tables
         self.primary_commits: dict[str, float] = {}  # table -> wall time before this process's last COMMIT to it
@@ -127,17 +129,18 @@ class Monitor:
 
     def _install(self) -> None:
         t, s, o, r = transactions, sessions, objects, responses
+        # engine_connect: SQLAlchemy 1.4 also passes `branch` (removed in 2.0), so each takes *_branch
         self._listen(Pool, "connect", lambda dbapi, record: t.on_pool_connect(self, record))
         self._listen(Pool, "checkout", lambda dbapi, record, proxy: t.on_checkout(self, record))
         self._listen(Pool, "checkin", lambda dbapi, record: t.on_checkin(self, record))
-        self._listen(Engine, "engine_connect", lambda conn: t.on_engine_connect(self, conn))
+        self._listen(Engine, "engine_connect", lambda conn, *_branch: t.on_engine_connect(self, conn))
         self._listen(Pool, "connect", lambda dbapi, record: files.on_pool_connect(self, dbapi, record))
-        self._listen(Engine, "engine_connect", lambda conn: files.on_engine_connect(self, conn))
+        self._listen(Engine, "engine_connect", lambda conn, *_branch: files.on_engine_connect(self, conn))
         self._listen(Engine, "begin", lambda conn: t.on_begin(self, conn))
         self._listen(Engine, "commit", lambda conn: t.on_end(self, conn, committed=True))
         self._listen(Engine, "rollback", lambda conn: t.on_end(self, conn, committed=False))
         self._listen(Engine, "before_cursor_execute", functools.partial(r.on_cursor_execute, self))
-        self._listen(Engine, "engine_connect", lambda conn: replicas.describe_recovery(conn))
+        self._listen(Engine, "engine_connect", lambda conn, *_branch: replicas.describe_recovery(conn))
         self._listen(Engine, "before_cursor_execute",
                      lambda conn, cursor, stmt, params, context, many: replicas.on_cursor_execute(self, conn, context))
         self._listen(Engine, "after_cursor_execute",

@@ -83,6 +83,29 @@ def _alive(entry: FinishedLoads) -> list[Any]:
     return objects
 
 
+def _held(objects: list[Any]) -> list[Any]:
+    """Those of `objects` something of the app can still reach (one walk of the heap for all).
+
+    An object held only by the collections of parent objects that are gone is reachable by
+    nobody: SQLAlchemy keeps a parent's attribute dictionary (not the parent) in a statement it
+    caches (a relationship comparison's bound value closes over it), and with it the children
+    loaded into its collections: alive, detached, yet read by nobody. A cache holds objects
+    themselves.
+    """
+    ids = {id(obj) for obj in objects}
+    held: set[int] = set()
+    for referrer in gc.get_referrers(*objects):  # skips its own argument tuple
+        if referrer is objects:
+            continue
+        adapter = getattr(referrer, "_sa_adapter", None)  # an ORM collection (InstrumentedList, -Set, -Dict)
+        if adapter is not None and adapter.owner_state.obj() is None:
+            continue
+        held.update(id(ref) for ref in gc.get_referents(referrer) if id(ref) in ids)
+        if len(held) == len(ids):
+            break
+    return [obj for obj in objects if id(obj) in held]
+
+
 def sweep_survivors(m: "Monitor", scope: Scope) -> None:
     """At a request's start: objects of finished requests that are still alive."""
     if not m.finished_loads:
@@ -104,6 +127,7 @@ def sweep_survivors(m: "Monitor", scope: Scope) -> None:
     gc.collect()
     for entry in suspects:
         alive = _alive(entry)
+        alive = _held(alive)
         if not alive:
             continue
         models = tuple(sorted({type(o).__name__ for o in alive}))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import CompoundSelect, Select
+from sqlalchemy.sql.selectable import CompoundSelect, Select  # (not top-level names before SQLAlchemy 2.0)
 from sqlalchemy.sql.dml import UpdateBase
 
 from .evidence import SERVER_ID_KEY

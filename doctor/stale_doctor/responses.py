@@ -1,15 +1,18 @@
 """Statements and responses: http_cache, browser_cache and offset_pagination.
 
-Every statement a request runs is counted (so an endpoint that normally reads the database
-and answers without a single statement after a commit to a table it reads, at a URL it last
-built before that commit, was served from a cache in the server: http_cache; a hit of an answer
-nothing has changed since is no finding, and an answer from a Flask-Caching store the doctor
-watches is judged row by row in datacache instead), its response headers read (a response
-built from tables that lets a browser or proxy reuse it unasked, or a validator answered 304 after a table it read was written:
-browser_cache, a cache in the client), checked for
-OFFSET beyond the first page, and for a locking read (FOR UPDATE, which protects a later
-read-modify-write from lost_update, and after which identity_map checks the objects written).
-"""
+Every statement a request runs is counted, and the tables its ORM reads are noted per URL. A
+GET that answers without reading a table its URL read when it last built its answer, after this
+process committed to that table, and read nothing but what every earlier request read (the
+app's hooks: a log-in check, an audit entry), was served from a cache in the server:
+http_cache. A page read differently (another user, another branch) reads tables of its own, so
+it is no finding. A hit of an
+answer nothing has changed since is no finding, and an answer from a Flask-Caching store the
+doctor watches is judged row by row in datacache instead. Response headers are read (a
+response built from tables that lets a browser or proxy reuse it unasked, or a validator
+answered 304 after a table it read was written: browser_cache, a cache in the client), and
+statements checked for OFFSET beyond the first page and for a locking read (FOR UPDATE, which
+protects a later read-modify-write from lost_update, and after which identity_map checks the
+objects written)."""
 
 from __future__ import annotations
 
@@ -37,11 +40,12 @@ MAX_BUILT_PATHS = 256  # URLs per endpoint whose last build time is remembered (
 class EndpointStats:
     runs_with_sql: int = 0
     tables: set[str] = field(default_factory=set)
-    built: dict[str, float] = field(default_factory=dict)  # URL (path and query) -> when it last ran its SQL
+    # URL (path and query) -> when it last built its answer from the database, and the tables it read
+    built: dict[str, tuple[float, frozenset[str]]] = field(default_factory=dict)
 
-    def note_built(self, path: str) -> None:
+    def note_built(self, path: str, tables: set[str]) -> None:
         self.built.pop(path, None)
-        self.built[path] = time.monotonic()
+        self.built[path] = (time.monotonic(), frozenset(tables))
         if len(self.built) > MAX_BUILT_PATHS:
             self.built.pop(next(iter(self.built)))
 
@@ -99,6 +103,10 @@ MAX_VALIDATORS = 1024  # validators remembered per process (the oldest forgotten
 
 
 def check_response(m: "Monitor", scope: Scope, response: Any) -> None:
+    hooks = m.read_by_every_request  # what every earlier request read: the app's hooks (a log-in check)
+    if scope.statements:
+        read = frozenset(scope.tables_read)
+        m.read_by_every_request = read if hooks is None else hooks & read
     if scope.method not in ("GET", "HEAD") or scope.endpoint is None:
         return
     if response.status_code == 304:
@@ -110,24 +118,36 @@ def check_response(m: "Monitor", scope: Scope, response: Any) -> None:
     if scope.statements:
         stats.runs_with_sql += 1
         stats.tables |= scope.tables_read
-        stats.note_built(scope.path)
         _caching_headers(m, scope, response)
         _remember_validators(m, scope, response)
-        return
     built = stats.built.get(scope.path)
-    if built is None or scope.sessions or m.global_cache_seen or scope.data_cache_hit:
-        return  # a watched data cache answered: its notes say which rows it holds (datacache)
-    tables = sorted(stats.tables)
-    committed = [t for t in tables if m.table_commits.get(t, 0.0) > built]
-    if not committed:
-        return  # the cached answer is as new as the rows it was built from: a hit, not stale
+    only_hooks = scope.tables_read <= (hooks or frozenset())
+    unread = _committed_unread(m, scope, built) if built is not None and only_hooks else []
+    if not unread:
+        if scope.tables_read and not (built is not None and only_hooks):
+            stats.note_built(scope.path, scope.tables_read)  # built again (an answer of hooks alone keeps the last)
+        return
+    tables = sorted(built[1])  # type: ignore[index]
+    how = ("without running a single SQL statement" if not scope.statements else
+           f"reading none of {', '.join(unread)} (its {scope.statements} statement(s) read only "
+           f"{', '.join(sorted(scope.tables_read)) or 'other things'}: the app's hooks, not the page)")
     m.emit("http_cache",
-           f"{scope.label()} answered {response.status_code} without running a single SQL statement; "
-           f"{scope.path} last ran its SQL, reading {', '.join(tables) or 'the database'}, before this process "
-           f"committed to {', '.join(committed)}: the response came from a cache in the server that the commit "
-           f"did not invalidate",
-           f"viewcache@{scope.endpoint}", scope, location="", tables=tables, committed_since=committed,
+           f"{scope.label()} answered {response.status_code} {how}; {scope.path} last built its answer from "
+           f"{', '.join(tables)} before this process committed to {', '.join(unread)}: the response came from a "
+           f"cache in the server that the commit did not invalidate",
+           f"viewcache@{scope.endpoint}", scope, location="", tables=tables, committed_since=unread,
            cache_control=response.headers.get("Cache-Control"))
+
+
+def _committed_unread(m: "Monitor", scope: Scope, built: tuple[float, frozenset[str]]) -> list[str]:
+    """Tables the URL read when it last built its answer, committed to by this process since, that
+    this answer did not read: it was not built again from them. Nothing when a watched data cache
+    answered (its notes say which rows it holds: datacache) or a session answered from its own
+    identity map without a statement (the session checks judge that)."""
+    if m.global_cache_seen or scope.data_cache_hit or (not scope.statements and scope.sessions):
+        return []
+    when, tables = built
+    return sorted(t for t in tables if m.table_commits.get(t, 0.0) > when and t not in scope.tables_read)
 
 
 def _caching_headers(m: "Monitor", scope: Scope, response: Any) -> None:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .monitor import AppState, Monitor
 
 TRACK_KEY = "stale_doctor"
+CREATED_KEY = "stale_doctor_created"  # in an InstanceState's info: the serial of the request that INSERTed its row
 _tokens = itertools.count(1)
 RESCAN_SECONDS = 5.0
 # Models of libraries' own bookkeeping (kombu's SQLAlchemy transport keeps its queue in a row
@@ -69,7 +70,8 @@ class Registries:
 
     def __init__(self, packages: tuple[str, ...], db: Any) -> None:
         self.packages = packages
-        self.scoped: list[tuple[str, scoped_session[Any], str]] = []  # (name, registry, kind)
+        self.scoped: list[tuple[str, scoped_session[Any], str]] = []  # (name, registry, kind when found)
+        self._found_with: dict[int, Any] = {}  # id(scoped_session) -> its .registry when it was found
         self.globals: dict[int, tuple[str, weakref.ReferenceType[Any]]] = {}
         self._scanned_at = 0.0
         self._module_count = -1
@@ -83,7 +85,9 @@ class Registries:
             self._seen.add(id(registry))
             flask_sqlalchemy = type(value).__module__.split(".")[0] == "flask_sqlalchemy"
             self.scoped.append((f"{name}.session" if flask_sqlalchemy else name, registry,
-                                "app_context" if flask_sqlalchemy else _kind(registry)))
+                                "app_context" if flask_sqlalchemy and _flask_sqlalchemy_scope(registry)
+                                else _kind(registry)))
+            self._found_with[id(registry)] = registry.registry
 
     def scan(self) -> None:
         """Look for registries at module level in the app's packages (cheap; at most every 5 s)."""
@@ -110,6 +114,8 @@ class Registries:
         """(kind, name, registry) of the registry that holds `session` now, if one does."""
         for name, scoped, kind in self.scoped:
             registry = scoped.registry
+            if registry is not self._found_with.get(id(scoped)):
+                kind = _kind(scoped)  # its registry was replaced since (a scopefunc of the app's own)
             if isinstance(registry, ThreadLocalRegistry):
                 if registry.has() and registry() is session:
                     return kind, name, scoped
@@ -121,6 +127,14 @@ class Registries:
 
 def _kind(registry: scoped_session[Any]) -> str:
     return "thread" if isinstance(registry.registry, ThreadLocalRegistry) else "scoped"
+
+
+def _flask_sqlalchemy_scope(registry: scoped_session[Any]) -> bool:
+    """Is this Flask-SQLAlchemy's own scope (its app-context id; before 3.0 the context stack's
+    ident function), not a `session_options={"scopefunc": ...}` of the app's?"""
+    scopefunc = getattr(registry.registry, "scopefunc", None)
+    module = getattr(scopefunc, "__module__", None) or type(scopefunc).__module__
+    return module.split(".")[0] in ("flask_sqlalchemy", "flask", "werkzeug", "threading", "_thread", "greenlet")
 
 
 # ---- first use of a session in a scope ----------------------------------------------------
@@ -302,8 +316,8 @@ def on_before_flush(m: "Monitor", session: Session) -> None:
         if state.mapper.class_.__module__.startswith(LIBRARY_MODULES):
             continue
         stamp = state.info.get("stale_doctor")
-        if not stamp or stamp[0] != scope.serial:
-            continue
+        if not stamp or stamp[0] != scope.serial or state.info.get(CREATED_KEY) == scope.serial:
+            continue  # not read in this request, or a row this request inserted: nobody was shown it before
         if submitted is None:
             submitted = submitted_values()
         changed = sorted(a.key for a in state.attrs if a.history.has_changes())
@@ -401,12 +415,17 @@ def _plain(value: Any) -> Any:
 
 
 def on_after_flush(m: "Monitor", session: Session) -> None:
-    if not (session.new or session.dirty or session.deleted):
+    # `dirty` also holds objects an attribute was set on with its own value: the flush sent no UPDATE for them.
+    updated = [o for o in session.dirty if session.is_modified(o)]
+    if not (session.new or updated or session.deleted):
         return
     track = track_of(session)
-    tables = sorted({inspect(o).mapper.local_table.name for o in [*session.new, *session.dirty, *session.deleted]})
-    verbs = [v for v, objs in (("INSERT", session.new), ("UPDATE", session.dirty), ("DELETE", session.deleted)) if objs]
+    tables = sorted({inspect(o).mapper.local_table.name for o in [*session.new, *updated, *session.deleted]})
+    verbs = [v for v, objs in (("INSERT", session.new), ("UPDATE", updated), ("DELETE", session.deleted)) if objs]
     scope = m.watched()
+    if scope is not None:
+        for obj in session.new:
+            inspect(obj).info[CREATED_KEY] = scope.serial  # lost_update: a row of this request's own
     for verb in verbs:
         _wrote(m, track, scope, tables, verb)
 

@@ -3,13 +3,17 @@
 Each request loads the signed-in user (`g.user`, as Flask-Login's user loader does) and a
 `before_request` hook stamps `last_seen` and commits, as many real apps do. That is a blind
 write: nobody was shown the value it overwrites. The views:
-- GET /users/<name>: a profile (reads only);
+- GET /users/<name>: a profile (reads only; it sets `about` to itself, stripped, and a count
+  autoflushes: a dirty object with no change, no UPDATE sent, nothing uncommitted);
 - POST /profile: the user's own edit, from a form (`about` and, with `versioned`, the version
   the form showed); with `versioned=False` the edit sets what the form sent over the row as
   loaded (lost_update) / with `versioned=True` a conditional UPDATE ... WHERE version = seen;
 - POST /users/<name>/visit: `visits = visits + 1` computed in Python from the loaded row
   (lost_update) / `with versioned=True` an UPDATE that adds 1 in the database;
-- POST /token: a new API token of the code's own making (a blind write either way).
+- POST /token: a new API token of the code's own making (a blind write either way);
+- POST /users: a sign-up that INSERTs the user, commits, then sets the submitted `about` on the
+  row it just made and commits again (as privacyIDEA's token enrolment does): nobody was shown
+  that row before, so no edit can be lost (no finding either way).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import DateTime, Integer, String, select, update
+from sqlalchemy import DateTime, Integer, String, func, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 db = SQLAlchemy()
@@ -52,7 +56,9 @@ def create_app(db_path: str, *, versioned: bool) -> Flask:
     @app.get("/users/<name>")
     def profile(name: str) -> Response:
         user = db.first_or_404(select(User).where(User.name == name))
-        return jsonify(name=user.name, about=user.about, visits=user.visits, version=user.version)
+        user.about = user.about.strip()  # a value set to itself: dirty, but the flush sends no UPDATE
+        others = db.session.scalar(select(func.count()).select_from(User))  # autoflushes that dirty object
+        return jsonify(name=user.name, about=user.about, visits=user.visits, version=user.version, users=others)
 
     @app.post("/profile")
     def edit_profile() -> tuple[Response, int]:
@@ -81,6 +87,16 @@ def create_app(db_path: str, *, versioned: bool) -> Flask:
         g.user.token = secrets.token_hex(16)
         db.session.commit()
         return jsonify(ok=True)
+
+    @app.post("/users")
+    def sign_up() -> Response:
+        user = User(name=request.form["name"])
+        db.session.add(user)
+        db.session.commit()
+        if not user.about:  # the row as this request made it, reloaded after the commit
+            user.about = request.form["about"]
+        db.session.commit()
+        return jsonify(id=user.id)
 
     with app.app_context():
         db.create_all()
