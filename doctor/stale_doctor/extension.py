@@ -9,6 +9,7 @@ session or an ORM object, and never breaks the app it watches.
 
 from __future__ import annotations
 
+import importlib.metadata
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -21,6 +22,36 @@ from .monitor import MONITOR, AppState
 from .scopes import current
 
 EXTENSION_KEY = "stale_doctor"
+# The oldest release of each that the doctor supports (tested: tests/test_doctor_versions.py,
+# oldest and newest); also declared in pyproject.toml.
+OLDEST_SUPPORTED = {"SQLAlchemy": (1, 4), "Flask": (2, 2), "Flask-SQLAlchemy": (2, 5)}
+
+
+def installed_version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _release(version: str) -> tuple[int, ...]:
+    parts = []
+    for part in version.split(".")[:2]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def _check_versions(db: Any) -> None:
+    """Refuse, in one line, a version older than the doctor supports (Flask-SQLAlchemy only when used)."""
+    used = ["SQLAlchemy", "Flask"] + (["Flask-SQLAlchemy"] if type(db).__module__.split(".")[0] == "flask_sqlalchemy"
+                                      else [])
+    for name in used:
+        version = installed_version(name.lower())
+        if version is not None and _release(version) < OLDEST_SUPPORTED[name]:
+            supported = ", ".join(f"{n} >= {'.'.join(map(str, v))}" for n, v in OLDEST_SUPPORTED.items())
+            raise RuntimeError(f"stale-doctor supports {supported}; this app has {name} {version}: upgrade it "
+                               f"or leave the doctor out")
 
 
 def _check_db(db: Any) -> None:
@@ -43,6 +74,7 @@ class StaleDoctor:
     def init_app(self, app: Flask, db: Any = None) -> None:
         db = db if db is not None else self.db
         _check_db(db)
+        _check_versions(db)
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError(f"StaleDoctor is already installed on the app {app.import_name!r}: "
                                f"call StaleDoctor(app, db) or init_app once per app")
