@@ -118,6 +118,19 @@ def test_one_url_read_differently_by_two_people_is_no_view_cache(tmp_path: Path,
     assert doctor.findings == [], summary(doctor)
 
 
+def test_a_value_memoized_in_an_edit_holds_only_the_rows_read_for_it(tmp_path: Path, install: Install) -> None:
+    """The rename reads the item, then memoizes its shelf's label (a miss, a read of the shelf, a
+    set), then commits the item and deletes the item's key: the label holds no row of the item, so
+    its later hits are served nothing the edit changed (a finding would blame the shelf's key)."""
+    app = memoized_details.create_app(str(tmp_path / "m.db"), str(tmp_path / "cache"), buggy=False)
+    doctor = install(app, memoized_details.db)
+    client = app.test_client()
+    assert client.post("/items/1/rename", json={"name": "renamed"}).get_json()["shelf"] == "top shelf"
+    assert client.get("/shelves/1").get_json()["label"] == "top shelf"
+    assert client.get("/items/1").get_json()["name"] == "renamed"
+    assert doctor.findings == [], summary(doctor)
+
+
 @pytest.mark.parametrize("buggy", [True, False])
 def test_a_memoized_read_is_a_data_cache_not_a_view_cache(tmp_path: Path, install: Install, buggy: bool) -> None:
     """Hits of a memoized read, before and after an edit of another row, are not http_cache;

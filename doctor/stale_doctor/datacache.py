@@ -5,7 +5,10 @@ When the doctor is enabled it wraps that backend's public `get` / `set` / `delet
 `delete_many` once (the wrapper calls the original and returns its result unchanged), and keeps
 a few notes of its own in the same store (so they are shared by every worker that shares it),
 under keys starting with `stale_doctor:`:
-- a `set` in a request notes which rows that request had loaded (table and primary key);
+- a `set` in a request notes which rows the value was built from (table and primary key): the
+  rows the request loaded since that key's `get` missed (a memoized function or a cached view
+  reads, misses, computes, sets), or every row the request loaded for a `set` with no miss before
+  it (a value computed, then stored);
 - a `delete` in a request that committed writes to rows notes, per written row, the keys the
   request deleted, and when;
 - a request that committed writes to rows and deleted no key in a store notes the same there,
@@ -37,9 +40,11 @@ WRITTEN_KEY = "stale_doctor.cache_rows_written"  # session.info: rows flushed, n
 NOTE_SECONDS = 3600
 
 _committed_rows: dict[int, set[tuple[str, str]]] = {}  # request serial -> rows its commits wrote
-# request serial -> the identity keys (class, primary key, token) of the rows it loaded: kept as
-# the ORM gives them, so a load costs a set insertion; made (table, key) rows only when needed.
-_loaded_keys: dict[int, set[tuple[Any, ...]]] = {}
+# request serial -> the identity keys (class, primary key, token) of the rows it loaded, in the
+# order loaded: kept as the ORM gives them, so a load costs a dict insertion; made (table, key)
+# rows only when needed.
+_loaded_keys: dict[int, dict[tuple[Any, ...], None]] = {}
+_misses: dict[int, dict[str, int]] = {}  # request serial -> cache key -> rows it had loaded when the key missed
 _deleters: dict[int, set[int]] = {}  # request serial -> id() of each store it deleted a key in
 
 
@@ -49,10 +54,10 @@ def _row(state: Any) -> tuple[str, str] | None:
     return state.mapper.local_table.name, "/".join(str(part) for part in state.identity)
 
 
-def _loaded_rows(serial: int) -> set[tuple[str, str]]:
-    """The rows (table, primary key) request `serial` loaded."""
+def _loaded_rows(serial: int, since: int = 0) -> set[tuple[str, str]]:
+    """The rows (table, primary key) request `serial` loaded (after its first `since` loads)."""
     rows = set()
-    for class_, identity, _token in _loaded_keys.get(serial, ()):
+    for class_, identity, _token in list(_loaded_keys.get(serial, {}))[since:]:
         rows.add((class_mapper(class_).local_table.name, "/".join(str(part) for part in identity)))
     return rows
 
@@ -65,7 +70,7 @@ def load_listener(m: "Monitor") -> Callable[..., None]:
         try:
             scope = get_scope()
             if scope is not None and scope.kind == "request" and state.key is not None:
-                _loaded_keys.setdefault(scope.serial, set()).add(state.key)
+                _loaded_keys.setdefault(scope.serial, {})[state.key] = None
         except Exception:
             m.internal_error("datacache.on_load")
 
@@ -106,6 +111,7 @@ def request_ended(m: "Monitor", scope: Any) -> None:
     """A request that committed rows and deleted no cache key: note its rows in each watched store."""
     committed = _committed_rows.pop(scope.serial, None)
     _loaded_keys.pop(scope.serial, None)
+    _misses.pop(scope.serial, None)
     deleted_in = _deleters.pop(scope.serial, set())
     if not committed:
         return
@@ -131,11 +137,14 @@ def _wrap(m: "Monitor", backend: Any) -> None:
 
     def watched_get(key: Any, *args: Any, **kwargs: Any) -> Any:
         value = get(key, *args, **kwargs)
-        if value is not None and _ours(key):
-            on_hit(m, get, key)
+        if _ours(key):
+            if value is not None:
+                on_hit(m, get, key)
+            else:
+                on_miss(m, key)
         return value
 
-    on_hit = m.guard(_on_hit)
+    on_hit, on_miss = m.guard(_on_hit), m.guard(_on_miss)
 
     def watched_set(key: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
         result = set_(key, value, *args, **kwargs)
@@ -172,11 +181,18 @@ def _request(m: "Monitor") -> Any:
     return scope if scope is not None and scope.kind == "request" else None
 
 
+def _on_miss(m: "Monitor", key: str) -> None:
+    scope = _request(m)
+    if scope is not None:
+        _misses.setdefault(scope.serial, {})[key] = len(_loaded_keys.get(scope.serial, ()))
+
+
 def _on_set(m: "Monitor", set_: Callable[..., Any], key: str) -> None:
     scope = _request(m)
     if scope is None:
         return
-    rows = sorted(_loaded_rows(scope.serial))
+    since = _misses.get(scope.serial, {}).pop(key, 0)  # what was loaded before the miss went into another value
+    rows = sorted(_loaded_rows(scope.serial, since))
     if rows:
         set_(f"{PREFIX}set:{key}", {"at": time.time(), "rows": rows, "request": scope.label()}, timeout=NOTE_SECONDS)
 
