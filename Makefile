@@ -65,8 +65,8 @@ doctor: venv ## Every cause's scenario with the stale-data doctor in broken and 
 	$(PY) -m loadtests --cause uncommitted --app fixed --db $(DB) --doctor --duration 10 --size $(SIZE)
 
 .PHONY: doctor-field
-doctor-field: venv ## The doctor on real apps from the registry (field/): each in its own venv; clean flows and injected causes, two tables [ARGS=--readme]
-	$(PY) -m field $(ARGS)
+doctor-field: venv ## The doctor on real apps from the registry (field/): each in its own venv; clean flows and injected causes, two tables [DB=... runs each app that supports it there] [ARGS=--readme]
+	$(PY) -m field $(if $(filter command line,$(origin DB)),--db $(DB)) $(ARGS)
 
 .PHONY: diff
 diff: ## Show the lesson: diff -u fixed/app.py broken/CAUSE.py (make diff CAUSE=...)

@@ -41,6 +41,7 @@ class App:
     shape: str  # what it stands for in the corpus
     backends: tuple[str, ...] = ("sqlite",)
     not_injected: dict[str, str] = field(default_factory=dict)  # cause -> why, beyond NOT_INJECTED
+    extras: tuple[str, ...] = ()  # what its operator installs beside it (a database driver), pinned in its lock
     no_gunicorn: str | None = None  # why it is not served by gunicorn, if it cannot be
 
     @property
@@ -57,6 +58,22 @@ CORPUS: tuple[App, ...] = (
         "Flask-SQLAlchemy), Flask-Login, forms with CSRF, paginated lists, a background task thread",
         no_gunicorn="it runs its own server (cps.web_server) and stops it when its library is configured on "
                     "the first run, which ends a gunicorn worker (measured: 'Worker failed to boot')"),
+    App("privacyidea", "privacyIDEA",
+        "a multi-factor authentication server (privacyIDEA): Flask 3, Flask-SQLAlchemy 3 with a session per "
+        "app context, a JSON API behind a JWT, paginated token and audit lists, an audit log on an engine and "
+        "scoped_session of its own, a periodic task runner; on PostgreSQL (also MariaDB, SQLite), under gunicorn",
+        backends=("postgresql", "mariadb", "sqlite"), extras=("psycopg[binary]",)),
+    App("zou", "zou",
+        "a production tracker's API (Zou, the server of CGWire's Kitsu): Flask 3, Flask-SQLAlchemy 3, a "
+        "JSON API behind a JWT, a Flask-Caching memo of database reads in Redis invalidated by its services, "
+        "an RQ job queue and its worker, PostgreSQL only, under gunicorn",
+        backends=("postgresql",),
+        not_injected={
+            "sqlite_file_replaced": "the app runs on PostgreSQL only: no client reads a SQLite file",
+            "enqueue_before_commit": "not run yet: the app's queue is RQ, and the doctor watches Celery's publish "
+                                     "signal only (RQ has no such signal); open work",
+            "cache_key_mismatch": "not run yet: the app's memo (Flask-Caching in Redis, invalidated by its services) "
+                                  "is real, but no injection of a mismatched key is written for it; open work"}),
 )
 
 BY_NAME = {app.name: app for app in CORPUS}

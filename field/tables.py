@@ -15,6 +15,7 @@ from .corpus import CAUSES, FIELD_ROOT, REPO_ROOT, App
 
 VERDICTS = FIELD_ROOT / "verdicts.json"
 README = REPO_ROOT / "README.md"
+BACKEND_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mariadb": "MariaDB"}
 START, END = "<!-- field:start", "<!-- field:end -->"
 
 
@@ -35,15 +36,21 @@ def precision_table(results: list[dict[str, Any]]) -> tuple[str, int]:
                 verdict = judged["verdict"] if judged else "UNJUDGED"
                 if verdict != "real":
                     unjudged += 1
-                rows.append(f"| {result['app']} {result['version']} | {result['serve']} | {step['name']} | `{cause}` | "
+                rows.append(f"| {result['app']} {result['version']} | {_served(result)} | {step['name']} | `{cause}` | "
                             f"{_cell(first['proof'], 220)} | **{verdict}**: {judged['why'] if judged else '-'} |")
     header = "| app | served by | step | cause | evidence (the doctor's proof) | verdict |\n|---|---|---|---|---|---|"
     return "\n".join([header, *rows]) if rows else header + "\n| (no finding) | | | | | |", unjudged
 
 
+def _served(result: dict[str, Any]) -> str:
+    return f"{result['serve']} on {BACKEND_NAMES[result.get('backend', 'sqlite')]}"
+
+
 def injection_table(results: list[dict[str, Any]], apps: list[App], short: bool = False) -> tuple[str, int]:
     by_run = {(r["app"], r.get("inject")): r for r in results if r.get("inject")}
-    lines = ["| cause | " + " | ".join(app.name for app in apps) + " |", "|---|" + "---|" * len(apps)]
+    ran_on = {r["app"]: BACKEND_NAMES[r.get("backend", "sqlite")] for r in results}
+    lines = ["| cause | " + " | ".join(f"{app.name} ({ran_on.get(app.name, '-')})" for app in apps) + " |",
+             "|---|" + "---|" * len(apps)]
     misses = 0
     for cause in CAUSES:
         cells = []

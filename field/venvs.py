@@ -55,11 +55,11 @@ def lock(app: App) -> None:
     scratch = VENVS / f".lock-{app.name}"
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(scratch)], check=True)
     python = scratch / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", *PIP, app.distribution, "gunicorn"], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", *PIP, app.distribution, "gunicorn", *app.extras], check=True)
     frozen = subprocess.run([str(python), "-m", "pip", "freeze", "--exclude-editable"], check=True,
                             capture_output=True, text=True).stdout
     app.lock.parent.mkdir(parents=True, exist_ok=True)
-    header = (f"# {app.name}: the exact pins of `pip install {app.distribution} gunicorn` "
+    header = (f"# {app.name}: the exact pins of `pip install {' '.join((app.distribution, 'gunicorn', *app.extras))}` "
               f"(python -m field lock --app {app.name}); never the lab's lock\n")
     app.lock.write_text(header + frozen)
     subprocess.run(["rm", "-rf", str(scratch)], check=True)

@@ -131,25 +131,28 @@ def main(argv: list[str] | None = None) -> int:
     driver = load_driver(args.app, workdir, Backend(args.backend, args.db_url))
     env = doctor_environment(driver, findings)
     os.environ.update(env)
-    driver.prepare()
-    recorder = Recorder(findings)
-    injection = INJECTIONS[args.inject] if args.inject else None
-    result: dict[str, Any] = {"schema": RESULT_SCHEMA, "app": driver.name, "distribution": driver.distribution,
-                              "version": importlib.metadata.version(driver.distribution), "backend": args.backend,
-                              "serve": "gunicorn" if args.serve == "gunicorn" else "test client",
-                              "inject": args.inject, "what": injection.what if injection else None,
-                              "not_applicable": None,
-                              "versions": {name: _version(name) for name in ("flask", "sqlalchemy", "flask-sqlalchemy")}}
-    if args.serve == "gunicorn":
-        result["steps"] = [step.__dict__ for step in serve_and_run(driver, args, env, recorder)]
-    else:
-        run = build_with_doctor(driver, args.inject)
-        result["not_applicable"] = injection.applies(run) if injection is not None else None
-        if result["not_applicable"] is None:
-            flow = injection.steps(run) if injection is not None else driver.flow()
-            steps = recorder.run(TestClient(run.app), _logged_in(driver, flow, injection is not None))
-            result["steps"] = [step.__dict__ for step in steps]
-    Path(args.out).write_text(json.dumps(result, indent=1, default=str))
+    try:
+        driver.prepare()
+        recorder = Recorder(findings)
+        injection = INJECTIONS[args.inject] if args.inject else None
+        result: dict[str, Any] = {"schema": RESULT_SCHEMA, "app": driver.name, "distribution": driver.distribution,
+                                  "version": importlib.metadata.version(driver.distribution), "backend": args.backend,
+                                  "serve": "gunicorn" if args.serve == "gunicorn" else "test client",
+                                  "inject": args.inject, "what": injection.what if injection else None,
+                                  "not_applicable": None,
+                                  "versions": {name: _version(name) for name in ("flask", "sqlalchemy", "flask-sqlalchemy")}}
+        if args.serve == "gunicorn":
+            result["steps"] = [step.__dict__ for step in serve_and_run(driver, args, env, recorder)]
+        else:
+            run = build_with_doctor(driver, args.inject)
+            result["not_applicable"] = injection.applies(run) if injection is not None else None
+            if result["not_applicable"] is None:
+                flow = injection.steps(run) if injection is not None else driver.flow()
+                steps = recorder.run(TestClient(run.app), _logged_in(driver, flow, injection is not None))
+                result["steps"] = [step.__dict__ for step in steps]
+        Path(args.out).write_text(json.dumps(result, indent=1, default=str))
+    finally:
+        driver.close()  # a server the driver started for the run stops even when a step failed
     return 0
 
 

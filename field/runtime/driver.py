@@ -45,6 +45,9 @@ class Driver:
     def prepare(self) -> None:
         """Data folders, configuration, schema and the first user, before the app is built."""
 
+    def close(self) -> None:
+        """Stop what `prepare` started for the run (a server of its own), whatever happened."""
+
     def build(self) -> Any:
         """The Flask app, as the app's own factory or module returns it."""
         raise NotImplementedError

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from flask import Flask, Response, request, session
-from sqlalchemy import event, inspect, text
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.orm import Mapper, Session
+from sqlalchemy.pool import NullPool
 from sqlalchemy.util import ScopedRegistry, ThreadLocalRegistry
 
 from .driver import Driver
@@ -172,8 +173,15 @@ def _read_twice(run: Run) -> list[Step]:
 
 
 def _shared_session(run: Run) -> list[Step]:
-    """One Session for every request: the app's registry replaced by a module-global Session."""
-    _swap_registry(run, _OneSession)
+    """One Session for every request: `SESSION = Session()` at module level, which the app's
+    registry now hands to every request (and its teardown no longer closes)."""
+    module = run.app_module()
+
+    def module_global(factory: Callable[[], Session]) -> _OneSession:
+        module.SESSION = factory()
+        return _OneSession(lambda: module.SESSION)
+
+    _swap_registry(run, module_global)
     return _read_twice(run)
 
 
@@ -333,17 +341,22 @@ def _sqlite_file_replaced(run: Run) -> list[Step]:
 
 
 def start_refresher(run: Run) -> None:
-    """A thread started at app creation that refreshes a per-process copy of the page's rows."""
+    """A thread started at app creation that refreshes a per-process copy of the page's rows, each
+    refresh on a connection of its own (an engine with NullPool, as a careful refresher does: the
+    app's pool is not touched before the fork, so the thread is the one cause injected)."""
     assert run.app is not None
     app, driver = run.app, run.driver
     module = run.app_module()
     module.SNAPSHOT = {}
+    with app.app_context():
+        engine = create_engine(driver.session(app).get_bind().url, poolclass=NullPool)
+        driver.release(app)
+    table = _model_table(run)
 
     def refresh_forever() -> None:
         while True:
-            with app.app_context():
-                module.SNAPSHOT["rows"] = driver.session(app).execute(_model_table(run).select().limit(10)).all()
-                driver.release(app)
+            with engine.connect() as connection:
+                module.SNAPSHOT["rows"] = connection.execute(table.select().limit(10)).all()
             time.sleep(0.5)
 
     threading.Thread(target=run.as_app_code(refresh_forever), name="snapshot-refresher", daemon=True).start()
