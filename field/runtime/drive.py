@@ -58,7 +58,8 @@ def build_with_doctor(driver: Driver, injection: str | None) -> Run:
     return run
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for gunicorn, or a server a driver starts for its run)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -80,7 +81,7 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes], seconds: float = 
 
 
 def serve_and_run(driver: Driver, args: argparse.Namespace, env: dict[str, str], recorder: Recorder) -> list[StepResult]:
-    port = _free_port()
+    port = free_port()
     injection = INJECTIONS[args.inject] if args.inject else None
     command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
                "--threads", "2", "--worker-class", "gthread", "--graceful-timeout", "5", "--timeout", "60"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from field.runtime.drive import free_port
 from field.runtime.driver import Driver as Base
 from field.runtime.flow import Client, Page, Step
 
@@ -55,11 +55,6 @@ def handle_event(data):
 HANDLERS_INIT = "from . import asset_changed\n\nevent_map = {\"asset:update\": asset_changed}\n"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 class Driver(Base):
     name = "zou"
@@ -71,6 +66,7 @@ class Driver(Base):
 
     _auth: dict[str, str] = {}
     _created: str | None = None
+    _redis: subprocess.Popen[bytes] | None = None  # the run's own Redis, started by prepare
 
     @property
     def seed_file(self) -> Path:
@@ -105,11 +101,11 @@ class Driver(Base):
             raise RuntimeError(f"zou {' '.join(args)} failed: {(done.stderr or done.stdout)[-1500:]}")
 
     def _start_redis(self) -> None:
-        port = _free_port()
+        port = free_port()
         process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                     "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                    start_new_session=True)
-        (self.workdir / "redis.pid").write_text(str(process.pid))
+        self._redis = process
         os.environ.update({"KV_HOST": "127.0.0.1", "KV_PORT": str(port)})
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -135,13 +131,9 @@ class Driver(Base):
                        check=True, capture_output=True, text=True, env={**os.environ, "FIELD_WORKDIR": str(self.workdir)})
 
     def close(self) -> None:
-        pid_file = self.workdir / "redis.pid"
-        if pid_file.exists():
-            try:
-                os.kill(int(pid_file.read_text()), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            pid_file.unlink()
+        if self._redis is not None and self._redis.poll() is None:
+            self._redis.terminate()
+            self._redis.wait(timeout=10)
 
     def build(self) -> Any:
         from zou.app import create_app
