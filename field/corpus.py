@@ -29,9 +29,10 @@ NOT_INJECTED = {
                     "injecting one would rewrite the app's edit",
     "replica_lag": "the app has one engine and no replica routing; a routing Session would "
                    "replace the app's session class, not inject a bug into it",
-    "enqueue_before_commit": "the app sends no task to a queue from a request",
-    "cache_key_mismatch": "the app has no data cache of its own whose keys an edit deletes",
 }
+# Said by the apps that lack a task queue / a data cache (the injections need one to exist).
+NO_QUEUE = {"enqueue_before_commit": "the app sends no task to a queue from a request"}
+NO_DATA_CACHE = {"cache_key_mismatch": "the app has no data cache of its own whose keys an edit deletes"}
 
 
 @dataclass(frozen=True)
@@ -56,24 +57,28 @@ CORPUS: tuple[App, ...] = (
     App("calibreweb", "calibreweb",
         "an e-book library (calibre-web): Flask 3, plain SQLAlchemy 2 with sessions of its own (no "
         "Flask-SQLAlchemy), Flask-Login, forms with CSRF, paginated lists, a background task thread",
+        not_injected={**NO_QUEUE, **NO_DATA_CACHE},
         no_gunicorn="it runs its own server (cps.web_server) and stops it when its library is configured on "
                     "the first run, which ends a gunicorn worker (measured: 'Worker failed to boot')"),
     App("privacyidea", "privacyIDEA",
         "a multi-factor authentication server (privacyIDEA): Flask 3, Flask-SQLAlchemy 3 with a session per "
         "app context, a JSON API behind a JWT, paginated token and audit lists, an audit log on an engine and "
         "scoped_session of its own, a periodic task runner; on PostgreSQL (also MariaDB, SQLite), under gunicorn",
-        backends=("postgresql", "mariadb", "sqlite"), extras=("psycopg[binary]",)),
+        backends=("postgresql", "mariadb", "sqlite"), extras=("psycopg[binary]",),
+        not_injected={**NO_QUEUE, **NO_DATA_CACHE}),
     App("zou", "zou",
         "a production tracker's API (Zou, the server of CGWire's Kitsu): Flask 3, Flask-SQLAlchemy 3, a "
         "JSON API behind a JWT, a Flask-Caching memo of database reads in Redis invalidated by its services, "
         "an RQ job queue and its worker, PostgreSQL only, under gunicorn",
         backends=("postgresql",),
         not_injected={
-            "sqlite_file_replaced": "the app runs on PostgreSQL only: no client reads a SQLite file",
-            "enqueue_before_commit": "not run yet: the app's queue is RQ, and the doctor watches Celery's publish "
-                                     "signal only (RQ has no such signal); open work",
-            "cache_key_mismatch": "not run yet: the app's memo (Flask-Caching in Redis, invalidated by its services) "
-                                  "is real, but no injection of a mismatched key is written for it; open work"}),
+            "sqlite_file_replaced": "the app runs on PostgreSQL only: no client reads a SQLite file"}),
+    App("mlflow", "mlflow",
+        "an ML tracking server (MLflow): Flask 3, plain SQLAlchemy 2 with a sessionmaker of its own and a "
+        "session per store call (no Flask-SQLAlchemy, no scoped_session), a JSON REST API, token-paged "
+        "searches, on MariaDB (also PostgreSQL, SQLite), under gunicorn as `mlflow server` runs it",
+        backends=("mariadb", "postgresql", "sqlite"), extras=("mlflow[auth]", "pymysql", "psycopg[binary]"),
+        not_injected={**NO_QUEUE, **NO_DATA_CACHE}),
 )
 
 BY_NAME = {app.name: app for app in CORPUS}

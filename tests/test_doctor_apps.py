@@ -26,7 +26,7 @@ from stale_doctor.findings import Finding
 from stale_doctor.monitor import MONITOR
 
 from .doctor_install import Install, install  # noqa: F401 (the fixture)
-from .doctor_apps import (celery_notify, forked_pool, fsa_factory, locking_counter, memoized_details, module_session,
+from .doctor_apps import (celery_notify, rq_notify, forked_pool, fsa_factory, locking_counter, memoized_details, module_session,
                           per_thread_session, refreshed_cache, replaced_file, replica_routing, thread_scoped)
 
 
@@ -639,6 +639,62 @@ def test_the_doctor_does_not_need_celery(monkeypatch: pytest.MonkeyPatch) -> Non
     assert tasks.publish_signals()  # celery is installed here: its publish signal is watched
     monkeypatch.setitem(__import__("sys").modules, "celery", None)  # as if it were not installed
     assert tasks.publish_signals() == []
+
+
+@pytest.fixture
+def rq_queue_name() -> Iterator[str]:
+    """A queue of the test's own on the lab's Redis (LAB_TEST_BROKER_URL, started by `make services`)."""
+    from redis import Redis
+    from rq import Queue
+
+    name = f"lab-doctor-test-{os.getpid()}-{time.monotonic_ns()}"
+    yield name
+    Queue(name, connection=Redis.from_url(REDIS_URL)).delete(delete_jobs=True)
+
+
+REDIS_URL = os.environ.get("LAB_TEST_BROKER_URL", "redis://127.0.0.1:6379/7")
+
+
+@pytest.mark.parametrize("many", [False, True])
+@pytest.mark.parametrize("buggy", [True, False])
+def test_rq_job_enqueued_before_commit(tmp_path: Path, install: Install, rq_queue_name: str, buggy: bool,
+                                       many: bool) -> None:
+    """RQ has no publish signal: the doctor wraps Queue.enqueue_job / enqueue_many, as sentry-python does."""
+    app = rq_notify.create_app(str(tmp_path / "orders.db"), REDIS_URL, rq_queue_name, buggy=buggy)
+    doctor = install(app, rq_notify.db)
+    path = "/orders/2/ship" + ("?many=1" if many else "")
+    assert app.test_client().post(path).status_code == 200
+    if buggy:
+        finding = only(doctor, "enqueue_before_commit")
+        assert finding.evidence["task"] == "tests.doctor_apps.rq_notify.shipped"
+        assert finding.evidence["tables"] == ["shipments"]
+        assert many or finding.evidence["task_id"]  # enqueue_many's jobs get their ids inside RQ, after the check
+        assert "tests.doctor_apps.rq_notify" in finding.evidence["location"]
+        assert_request(finding, "POST", path, "ship")
+    else:
+        assert doctor.findings == []
+    assert app.extensions["rq"].count == 1  # the job was enqueued either way: the wrapper changes nothing
+
+
+def test_rq_synchronous_queue_is_not_judged(tmp_path: Path, install: Install, rq_queue_name: str) -> None:
+    """`Queue(is_async=False)` runs the job at once in the same thread: no worker can run before the commit."""
+    app = rq_notify.create_app(str(tmp_path / "orders.db"), REDIS_URL, rq_queue_name, buggy=True, is_async=False)
+    doctor = install(app, rq_notify.db)
+    assert app.test_client().post("/orders/2/ship").status_code == 200
+    assert doctor.findings == []
+
+
+def test_rq_methods_are_put_back_when_the_doctor_goes(tmp_path: Path, rq_queue_name: str) -> None:
+    from rq import Queue
+
+    original = Queue.enqueue_job
+    app = rq_notify.create_app(str(tmp_path / "orders.db"), REDIS_URL, rq_queue_name, buggy=True)
+    doctor = StaleDoctor(app, rq_notify.db)
+    try:
+        assert Queue.enqueue_job is not original and Queue.enqueue_job.__wrapped__ is original
+    finally:
+        doctor.close()
+    assert Queue.enqueue_job is original and not MONITOR.installed
 
 
 # ---- a refresher thread started before a fork ------------------------------------------------

@@ -57,6 +57,7 @@ class Monitor:
         self._users = 0
         self._listeners: list[tuple[Any, str, Callable[..., Any]]] = []
         self._signal_receivers: list[tuple[Any, Callable[..., Any]]] = []
+        self._restores: list[Callable[[], None]] = []  # what puts back a library method the doctor wraps (RQ's)
         self._failed: set[str] = set()
         self._lock = threading.Lock()
         self.reset_process_state()
@@ -189,6 +190,7 @@ class Monitor:
             guarded = self.guard(tasks.receiver(self))
             signal.connect(guarded, weak=False)
             self._signal_receivers.append((signal, guarded))
+        self._restores.extend(tasks.wrap_rq_queues(self))  # RQ has no publish signal: its enqueue is wrapped
 
     def _uninstall(self) -> None:
         for target, name, fn in self._listeners:
@@ -198,6 +200,9 @@ class Monitor:
         for signal, receiver in self._signal_receivers:
             signal.disconnect(receiver)
         self._signal_receivers.clear()
+        for restore in reversed(self._restores):
+            restore()
+        self._restores.clear()
         self.reset_process_state()
         self.sink.reset_counts()  # a doctor installed later reports its findings afresh
 

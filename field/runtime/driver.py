@@ -7,7 +7,8 @@ set the app's documented configuration (environment, config file, CLI) as an ope
 
 For the injections (`inject.py`) a driver also names, among its steps, a `read` step (a page
 showing rows, and its URL) and a `write` step (an edit, committed, of rows that page shows),
-and the mapped class of those rows. The doctor is given none of this: it sees only the app.
+and the mapped class of those rows; where the app has them, a step its data cache serves
+(`cached_read_step`) and its task queue (`enqueue`). The doctor is given none of this: it sees only the app.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Driver:
     read_step: str = ""  # a step whose page shows rows of `model`
     read_path: str = ""  # the URL that step opens (the injections find its view in the app's url_map)
     write_step: str = ""  # a step that edits and commits rows the read step shows
+    cached_read_step: str = ""  # a step whose page the app's data cache serves, for a row the write step edits
 
     def __init__(self, workdir: Path, backend: Backend) -> None:
         self.workdir = workdir
@@ -92,6 +94,11 @@ class Driver:
 
     def login(self, client: Client) -> Page:
         """Log the person in: the clean flow's first step, and the start of every injection's."""
+        raise NotImplementedError
+
+    def enqueue(self, app: Any, func: str, *args: Any) -> None:
+        """In an app context: send one job through the app's own task queue, as its code does (a
+        function named by its import path). An app that has no queue keeps this default."""
         raise NotImplementedError
 
     def job(self, app: Any) -> None:

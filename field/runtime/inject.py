@@ -298,6 +298,60 @@ def _session_cookie_snapshot(run: Run) -> list[Step]:
     return [run.driver.step(run.driver.read_step)]
 
 
+def _has_queue(run: Run) -> str | None:
+    return None if type(run.driver).enqueue is not Driver.enqueue else "the app has no task queue"
+
+
+def _enqueue_before_commit(run: Run) -> list[Step]:
+    """A job about each edited row sent from an `after_flush` hook: the row is flushed, its commit
+    has not happened, and the worker can run first (the ORM spelling of a `post_save` signal)."""
+    app, driver, model = run.app, run.driver, run.driver.model_class(run.app)
+    job = f"{driver.package}.field_injection.reindex"  # what a worker would run; none runs in this flow
+
+    def notify_the_worker(session: Session, flush_context: Any) -> None:
+        for obj in list(session.new) + list(session.dirty):  # after_flush: still the flush's own lists
+            if isinstance(obj, model) and session.is_modified(obj):
+                driver.enqueue(app, job, "/".join(str(part) for part in inspect(obj).identity or ()))
+
+    event.listen(Session, "after_flush", run.as_app_code(notify_the_worker))
+    return [run.driver.step(run.driver.write_step)]
+
+
+def _has_data_cache(run: Run) -> str | None:
+    assert run.app is not None
+    if not run.app.extensions.get("cache"):
+        return "the app has no Flask-Caching cache whose keys its edits delete"
+    return None if run.driver.cached_read_step else "no step of the flow is served from the app's data cache"
+
+
+def _cache_key_mismatch(run: Run) -> list[Step]:
+    """The edit's invalidation deletes its keys under another name than the reads stored them under
+    (the key's format changed in one place: a version suffix the reads do not use)."""
+    app, driver = run.app, run.driver
+    assert app is not None
+    cached, write = driver.step(driver.cached_read_step), driver.step(driver.write_step)
+
+    def delete_under_another_key(backend: Any) -> None:
+        delete, delete_many = backend.delete, backend.delete_many
+
+        def delete_v2(key: str, *args: Any, **kwargs: Any) -> Any:
+            return delete(f"{key}:v2", *args, **kwargs)
+
+        def delete_many_v2(*keys: str, **kwargs: Any) -> Any:
+            return delete_many(*(f"{key}:v2" for key in keys), **kwargs)
+
+        backend.delete, backend.delete_many = run.as_app_code(delete_v2), run.as_app_code(delete_many_v2)
+
+    def read_then_change_the_keys(client: Client) -> Page:
+        page = cached.run(client)  # served after the log-in request, so the doctor watches the backend already
+        if "mismatched" not in run.kept:
+            run.kept["mismatched"] = [delete_under_another_key(b) for b in app.extensions["cache"].values()]
+        return page
+
+    return [Step(cached.name, read_then_change_the_keys, cached.ok), write,
+            Step(cached.name + ", again", cached.run, cached.ok)]
+
+
 def _model_table(run: Run) -> Any:
     assert run.app is not None
     return inspect(run.driver.model_class(run.app)).local_table
@@ -390,6 +444,10 @@ INJECTIONS: dict[str, Injection] = {i.cause: i for i in (
               at_creation=read_at_creation, applies=lambda run: run.kept.get("not_at_creation")),
     Injection("sqlite_file_replaced", "a backup copied over the live SQLite file", _sqlite_file_replaced,
               applies=_needs_sqlite),
+    Injection("enqueue_before_commit", "a job about each edited row sent from an after_flush hook",
+              _enqueue_before_commit, applies=_has_queue),
+    Injection("cache_key_mismatch", "the edit deletes its cache keys under another name than the reads use",
+              _cache_key_mismatch, applies=_has_data_cache),
     Injection("pool_across_fork", "a query at app creation under gunicorn --preload", _read_twice,
               at_creation=query_before_fork, serve="gunicorn"),
     Injection("prefork_refresher", "a refresher thread started at app creation under gunicorn --preload",

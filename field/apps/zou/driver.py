@@ -63,6 +63,7 @@ class Driver(Base):
     backends = ("postgresql",)
     read_step = "list the assets"
     write_step = "edit an asset's description"
+    cached_read_step = "open the edited asset"  # get_full_asset is memoized in Redis; the edit deletes its key
 
     _auth: dict[str, str] = {}
     _created: str | None = None
@@ -144,6 +145,11 @@ class Driver(Base):
         from zou.app import db
 
         return db
+
+    def enqueue(self, app: Any, func: str, *args: Any) -> None:
+        from zou.app.stores.queue_store import job_queue  # Zou's RQ queue (ENABLE_JOB_QUEUE), as events.emit uses it
+
+        job_queue.enqueue(func, *args)
 
     def model_class(self, app: Any) -> type:
         from zou.app.models.entity import Entity
