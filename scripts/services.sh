@@ -302,6 +302,10 @@ if [ "$(mariadb_admin -N -B -e 'SELECT @@log_bin')" != "1" ]; then
         || die "MariaDB does not answer on $MARIADB_SOCKET after its restart with a binary log (see $LAB_DIR/mariadbd.out)"
     [ "$(mariadb_admin -N -B -e 'SELECT @@log_bin')" = "1" ] || die "MariaDB restarted without a binary log"
 fi
+# With a binary log, MariaDB refuses CREATE TRIGGER to a user without SUPER unless
+# log_bin_trust_function_creators is on (its documented switch; error 1419). The field's MLflow
+# creates triggers in its schema as the lab's user, as its operators let it: set on the running server.
+mariadb_admin -e 'SET GLOBAL log_bin_trust_function_creators = 1'
 
 replica_admin() { as_root mariadb --protocol=socket --socket="$MARIADB_REPLICA_SOCKET" -uroot "$@"; }
 replica_answers() {

@@ -359,7 +359,8 @@ def submitted_values() -> set[str]:
 def read_modify_write(state: Any, changed: list[str], submitted: set[str]) -> dict[str, str]:
     """The changed attributes whose new value depends on a read, with how: a value the request
     submitted (the user's edit of a row they were shown), or a number changed from the one loaded
-    (a counter, a balance). A date or time, a foreign or primary key set by the code, a text of
+    (a counter, a balance). A date or time (also one stored as a number: the clock in epoch
+    seconds, milliseconds or microseconds), a foreign or primary key set by the code, a text of
     the code's own (a token, a status) is a blind write: no earlier edit is lost by it."""
     kinds: dict[str, str] = {}
     table = state.mapper.local_table
@@ -375,9 +376,24 @@ def read_modify_write(state: Any, changed: list[str], submitted: set[str]) -> di
         column = table.columns.get(key)
         keyish = column is not None and (column.primary_key or column.foreign_keys)
         if (isinstance(new, numbers.Number) and isinstance(old, numbers.Number) and not isinstance(new, bool)
-                and not isinstance(old, bool) and not keyish and new != 0):
+                and not isinstance(old, bool) and not keyish and new != 0 and not reads_as_now(new)):
             kinds[key] = f"a number changed from the one loaded ({old!r} -> {new!r})"
     return kinds
+
+
+CLOCK_SCALES = (1, 1_000, 1_000_000)  # epoch seconds, milliseconds, microseconds
+CLOCK_SLACK_SECONDS = 86_400
+
+
+def reads_as_now(value: Any) -> bool:
+    """A number that is the clock, in epoch seconds, ms or µs, within a day of now (`time.time()
+    * 1000` stamped as a row's update time): a time, not a value computed from the one loaded."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    now = time.time()
+    return any(abs(number / scale - now) <= CLOCK_SLACK_SECONDS for scale in CLOCK_SCALES)
 
 
 def check_written_before_lock(m: "Monitor", scope: Scope, session: Session) -> None:

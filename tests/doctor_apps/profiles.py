@@ -1,8 +1,9 @@
 """A Flask-SQLAlchemy app shaped like a blog with log-in: every request touches the user.
 
 Each request loads the signed-in user (`g.user`, as Flask-Login's user loader does) and a
-`before_request` hook stamps `last_seen` and commits, as many real apps do. That is a blind
-write: nobody was shown the value it overwrites. The views:
+`before_request` hook stamps `last_seen` (a datetime) and `seen_ms` (the clock in epoch
+milliseconds, as MLflow stamps `last_update_time`) and commits, as many real apps do. That is a
+blind write: nobody was shown the value it overwrites. The views:
 - GET /users/<name>: a profile (reads only; it sets `about` to itself, stripped, and a count
   autoflushes: a dirty object with no change, no UPDATE sent, nothing uncommitted);
 - POST /profile: the user's own edit, from a form (`about` and, with `versioned`, the version
@@ -20,11 +21,12 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import time
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import DateTime, Integer, String, func, select, update
+from sqlalchemy import BigInteger, DateTime, Integer, String, func, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 db = SQLAlchemy()
@@ -40,6 +42,7 @@ class User(db.Model):  # type: ignore[name-defined,misc]
     version: Mapped[int] = mapped_column(Integer, default=1)
     token: Mapped[str] = mapped_column(String(64), default="")
     last_seen: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    seen_ms: Mapped[int] = mapped_column(BigInteger, default=1)
 
 
 def create_app(db_path: str, *, versioned: bool) -> Flask:
@@ -51,6 +54,7 @@ def create_app(db_path: str, *, versioned: bool) -> Flask:
     def touch() -> None:
         g.user = db.session.scalar(select(User).where(User.name == "alice"))
         g.user.last_seen = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        g.user.seen_ms = int(time.time() * 1000) + len(request.path)  # a clock read (+ a few ms), not a count
         db.session.commit()
 
     @app.get("/users/<name>")
