@@ -13,6 +13,7 @@ and the mapped class of those rows; where the app has them, a step its data cach
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,14 @@ class Driver:
     def __init__(self, workdir: Path, backend: Backend) -> None:
         self.workdir = workdir
         self.backend = backend
+
+    @property
+    def seed_file(self) -> Path:
+        """Where `prepare` writes the ids of the data it made for the flow (a driver that seeds through the API)."""
+        return self.workdir / "seed.json"
+
+    def seed(self) -> dict[str, Any]:
+        return json.loads(self.seed_file.read_text())  # type: ignore[no-any-return]
 
     # ---- installation as an operator does it --------------------------------------------
 

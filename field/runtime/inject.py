@@ -345,7 +345,9 @@ def _cache_key_mismatch(run: Run) -> list[Step]:
     def read_then_change_the_keys(client: Client) -> Page:
         page = cached.run(client)  # served after the log-in request, so the doctor watches the backend already
         if "mismatched" not in run.kept:
-            run.kept["mismatched"] = [delete_under_another_key(b) for b in app.extensions["cache"].values()]
+            for backend in app.extensions["cache"].values():
+                delete_under_another_key(backend)
+            run.kept["mismatched"] = True
         return page
 
     return [Step(cached.name, read_then_change_the_keys, cached.ok), write,

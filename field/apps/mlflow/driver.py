@@ -58,13 +58,6 @@ class Driver(Base):
     _run: str | None = None
     _opened = threading.local()  # the sessions session() opened in this thread, closed by release()
 
-    @property
-    def seed_file(self) -> Path:
-        return self.workdir / "seed.json"
-
-    def seed(self) -> dict[str, Any]:
-        return json.loads(self.seed_file.read_text())  # type: ignore[no-any-return]
-
     def store_uri(self) -> str:
         return self.backend.url or f"sqlite:///{self.workdir / 'mlflow.db'}"
 
@@ -215,4 +208,4 @@ def bootstrap() -> None:
         response = client.post(f"{API}/experiments/create", json={"name": f"experiment {i:02d}"}, headers=alice)
         assert response.status_code == 200, response.get_data(as_text=True)[:500]
         experiments.append(response.get_json()["experiment_id"])
-    (workdir / "seed.json").write_text(json.dumps({"experiments": experiments}))
+    Driver(workdir, None).seed_file.write_text(json.dumps({"experiments": experiments}))  # type: ignore[arg-type]

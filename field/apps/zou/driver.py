@@ -70,13 +70,6 @@ class Driver(Base):
     _redis: subprocess.Popen[bytes] | None = None  # the run's own Redis, started by prepare
 
     @property
-    def seed_file(self) -> Path:
-        return self.workdir / "seed.json"
-
-    def seed(self) -> dict[str, Any]:
-        return json.loads(self.seed_file.read_text())  # type: ignore[no-any-return]
-
-    @property
     def read_path(self) -> str:  # type: ignore[override]
         return f"/data/entities?project_id={self.seed()['project']}&page=1&limit={LIMIT}"
 
